@@ -1,0 +1,220 @@
+"""Run files: YAML, validated, every field documented with its default.
+
+A run file names a route, the problems it joins and how to train. Unknown keys are errors that
+suggest the near miss; a wrong type names the field and what it expected. The resolved file (with
+every default filled in) is saved in the run folder as ``run.yaml``.
+
+Example::
+
+    route: task_fine_tuning
+    source: {dataset: digits, task: digit, classes: [0, 1, 2, 3, 4]}
+    target: {dataset: digits, task: digit, classes: [5, 6, 7, 8, 9], n: 200}
+    model: {trunk: cnn2d}
+    source_training: {epochs: 5}
+    target_training: {epochs: 5}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tlroutes.errors import ConfigError, did_you_mean
+from tlroutes.train.hardware import Hardware
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DataSpec(_Spec):
+    """One problem's data."""
+
+    dataset: str = Field(
+        "digits",
+        description="A built-in generator ('digits': scikit-learn's 8×8 digits; 'mnist1d': "
+        "procedural 1-D signals) or a path to an .npz file with arrays x_train, y_train, x_val, "
+        "y_val, x_test, y_test (and optionally 'labels', the label names). Default 'digits'.",
+    )
+    task: str = Field(
+        "digit",
+        description="Built-in data: the task variant — 'digit' (10 classes), 'parity', 'gt4' "
+        "(greater than 4) or 'position' (regression: where the digit sits on a larger canvas). "
+        ".npz data: the task kind — 'classification', 'multilabel' or 'regression'. "
+        "Default 'digit'.",
+    )
+    shift: dict[str, float] = Field(
+        default_factory=dict,
+        description="Built-in data: domain shifts, knob → strength. Images: rotation (degrees), "
+        "inversion (1 = on), noise (Gaussian sigma), blur (sigma, pixels), scale (zoom factor). "
+        "Signals: noise, shear, translation (the MNIST-1D generator's knobs). Default {} (none).",
+    )
+    classes: list[int] | None = Field(
+        None, description="Built-in data: keep only these digit classes. Default: all ten."
+    )
+    n: int | None = Field(
+        None, ge=3, description="Keep this many samples before splitting. Default: all."
+    )
+    split: tuple[float, float, float] = Field(
+        (0.6, 0.2, 0.2), description="Train / validation / test fractions. Default 0.6/0.2/0.2."
+    )
+    seed: int | None = Field(
+        None, description="Seed for sampling, splitting and shifts. Default: the run's seed."
+    )
+    modality: Literal["image", "signal", "tabular", "text"] | None = Field(
+        None, description=".npz data: the modality. Default: image for 3-D samples (C, H, W), "
+        "signal for 2-D (C, L), tabular for 1-D.",
+    )
+
+
+class ModelSpec(_Spec):
+    """The network: stems → trunk → heads."""
+
+    trunk: str = Field(
+        "cnn2d", description="Built-in trunk: 'mlp', 'cnn2d', 'cnn1d' or 'transformer'. "
+        "Default 'cnn2d'.",
+    )
+    trunk_args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the trunk (e.g. width, depth). "
+        "Default {} (the trunk's own defaults).",
+    )
+    stem: str = Field(
+        "auto", description="Input adapter; 'auto' (default) picks the one that fits the "
+        "domain's modality and the trunk.",
+    )
+    stem_args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the stem. Default {}."
+    )
+
+
+class TrainSpec(_Spec):
+    """How one stage trains."""
+
+    epochs: int = Field(10, ge=1, description="Passes over the training data. Default 10.")
+    batch_size: int = Field(64, ge=1, description="Samples per step (over all processes). "
+                            "Default 64.")
+    lr: float = Field(1e-3, gt=0, description="Base learning rate. Default 1e-3.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay. Default 0.")
+    optimizer: Literal["adamw", "adam", "sgd"] = Field(
+        "adamw", description="'adamw' (default), 'adam' or 'sgd' (momentum 0.9)."
+    )
+    scheduler: Literal["cosine", "constant"] = Field(
+        "cosine", description="Learning-rate schedule: 'cosine' (default) or 'constant'."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps. Default 0.")
+    patience: int | None = Field(
+        None, ge=1, description="Early stopping: epochs without validation improvement before "
+        "stopping. Default: never stop early.",
+    )
+    grad_clip: float | None = Field(
+        None, gt=0, description="Clip the gradient norm to this value. Default: no clipping."
+    )
+
+
+class HardwareSpec(_Spec):
+    """Where the run trains (see :class:`tlroutes.train.hardware.Hardware`)."""
+
+    accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = Field(
+        "auto", description="'auto' (default: a GPU when present), 'cpu', 'cuda', 'mps'."
+    )
+    devices: int = Field(1, ge=1, description="Processes (devices) on this machine. Default 1.")
+    num_nodes: int = Field(1, ge=1, description="Machines. Default 1.")
+    precision: Literal["32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true"] = Field(
+        "32-true", description="Numeric precision. Default '32-true'."
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads per process. Default: cores ÷ processes."
+    )
+
+    def build(self) -> Hardware:
+        """The engine's :class:`Hardware` for this spec."""
+        return Hardware(**self.model_dump())
+
+
+class RunSpec(_Spec):
+    """A whole run: the route, the two problems, the model and how each stage trains."""
+
+    route: str = Field(
+        ..., description="The route: one of the eight ids or titles, e.g. 'task_fine_tuning' "
+        "or 'Task Fine-Tuning'. `tlroutes routes` lists them.",
+    )
+    seed: int = Field(0, description="The run's seed; every stage derives its own. Default 0.")
+    source: DataSpec = Field(
+        default_factory=DataSpec, description="The problem knowledge comes from."
+    )
+    target: DataSpec = Field(
+        default_factory=DataSpec, description="The problem knowledge goes to."
+    )
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The network.")
+    source_training: TrainSpec = Field(
+        default_factory=TrainSpec, description="Training on the source problem."
+    )
+    target_training: TrainSpec = Field(
+        default_factory=TrainSpec, description="Training on the target problem; the "
+        "from-scratch baseline gets the same budget.",
+    )
+    baseline: bool = Field(
+        True, description="Also train the same model from scratch on the target with the "
+        "target's budget, and report the gain against it. Default true.",
+    )
+    hardware: HardwareSpec = Field(default_factory=HardwareSpec, description="Devices.")
+
+
+def load_run_file(path: str | Path) -> RunSpec:
+    """Read and validate a run file; every problem becomes one clear :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Run file {path} does not exist. `tlroutes run` needs a YAML file; "
+                          "see examples/ for ones to copy.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of fields (route:, source:, ...).")
+    return parse_run(data, source=str(path))
+
+
+def parse_run(data: dict[str, Any], source: str = "run file") -> RunSpec:
+    """Validate a run given as a dict (as read from YAML)."""
+    try:
+        return RunSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, RunSpec, source)) from None
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+    """One line per problem, naming the field path, what was wrong and the near miss."""
+    lines = [f"{source} has {exc.error_count()} problem(s):"]
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        where = ".".join(loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            fields = _fields_at(model, loc[:-1])
+            lines.append(
+                f"  - unknown key '{where}'.{did_you_mean(loc[-1], fields)} "
+                f"Valid keys here: {', '.join(fields)}."
+            )
+        elif err["type"] == "missing":
+            lines.append(f"  - '{where}' is required.")
+        else:
+            lines.append(f"  - '{where}': {err['msg']} (got {err.get('input')!r}).")
+    return "\n".join(lines)
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def dump_run(spec: RunSpec) -> str:
+    """The resolved run file (every default filled in) as YAML text."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,183 @@
+"""What is learned, from what data: :class:`Task`, :class:`Domain`, :class:`Split`, :class:`Problem`.
+
+A problem is data + a task + a domain. The task lives at the model's output side (which head), the
+domain at its input side (which stem). Conventions for tensors in a :class:`Split`:
+
+- ``x``: float tensor of shape ``(N, *domain.input_shape)``; images are ``(C, H, W)``, signals
+  ``(C, L)``, tabular ``(D,)``, text token ids ``(T,)`` (long).
+- ``y``: classification: long ``(N,)`` with values in ``[0, len(task.labels))``; multilabel: float
+  ``(N, K)`` of 0/1; regression: float ``(N, K)`` with ``K = task.num_outputs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from tlroutes.errors import DataError
+
+TaskKind = Literal["classification", "multilabel", "regression"]
+Modality = Literal["image", "signal", "tabular", "text"]
+TASK_KINDS: tuple[str, ...] = ("classification", "multilabel", "regression")
+MODALITIES: tuple[str, ...] = ("image", "signal", "tabular", "text")
+
+
+@dataclass(frozen=True)
+class Task:
+    """What is predicted.
+
+    Args:
+        kind: ``"classification"`` (one label per sample), ``"multilabel"`` (a 0/1 vector) or
+            ``"regression"`` (a real vector).
+        labels: class names (classification, multilabel) or target names (regression). Default
+            ``()``, which for regression means one unnamed target.
+        name: a short name used in reports and as the head's key. Default ``"task"``.
+    """
+
+    kind: TaskKind
+    labels: tuple[str, ...] = ()
+    name: str = "task"
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise DataError(f"Task kind '{self.kind}' is unknown; use one of {', '.join(TASK_KINDS)}.")
+        object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
+        if self.kind in ("classification", "multilabel") and len(self.labels) < 2:
+            raise DataError(
+                f"Task '{self.name}' is {self.kind} but declares {len(self.labels)} label(s); "
+                "give at least two label names in `labels`."
+            )
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of the head's output: number of classes, labels or regression targets."""
+        return max(len(self.labels), 1)
+
+    def same_kind(self, other: Task) -> bool:
+        """True when both tasks are of the same kind (the cube's Task axis says 'same')."""
+        return self.kind == other.kind
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Where the inputs come from.
+
+    Args:
+        name: a short name, e.g. ``"digits"`` or ``"digits-rotated-30"``.
+        modality: ``"image"``, ``"signal"``, ``"tabular"`` or ``"text"``.
+        input_shape: the shape of one sample, e.g. ``(1, 8, 8)`` for an 8×8 grey image or
+            ``(1, 40)`` for a one-channel signal of length 40.
+    """
+
+    name: str
+    modality: Modality
+    input_shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise DataError(
+                f"Domain '{self.name}': modality '{self.modality}' is unknown; "
+                f"use one of {', '.join(MODALITIES)}."
+            )
+        object.__setattr__(self, "input_shape", tuple(int(s) for s in self.input_shape))
+
+
+@dataclass
+class Split:
+    """One split of a problem, held in memory: inputs ``x`` and targets ``y`` (see module doc)."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def subset(self, index: Tensor) -> Split:
+        """The samples at ``index`` (a long tensor of positions)."""
+        return Split(self.x[index], self.y[index])
+
+
+@dataclass
+class Problem:
+    """Data + a task + a domain, with train / validation / test splits.
+
+    Args:
+        name: a short name used in reports and stream keys.
+        task: what is predicted.
+        domain: where the inputs come from.
+        train, val, test: the splits. Validation drives early stopping and model selection;
+            test is only read for the final report.
+        meta: free-form facts about how the data was made (generator, shift, seed).
+    """
+
+    name: str
+    task: Task
+    domain: Domain
+    train: Split
+    val: Split
+    test: Split
+    meta: dict = field(default_factory=dict)
+
+    def splits(self) -> dict[str, Split]:
+        """The three splits by name."""
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+    def validate(self) -> Problem:
+        """Check every split against the declared task and domain; raise :class:`DataError`.
+
+        Checks: no split is empty; ``x`` has shape ``(N, *domain.input_shape)``; ``x`` and ``y``
+        have the same length; inputs are finite; labels lie in the declared label set.
+        Returns ``self`` so that it can be chained.
+        """
+        for split_name, split in self.splits().items():
+            where = f"problem '{self.name}', {split_name} split"
+            if len(split) == 0:
+                raise DataError(f"{where} is empty; every split needs at least one sample.")
+            if tuple(split.x.shape[1:]) != self.domain.input_shape:
+                raise DataError(
+                    f"{where}: inputs have per-sample shape {tuple(split.x.shape[1:])} but domain "
+                    f"'{self.domain.name}' declares input_shape {self.domain.input_shape}. Reshape "
+                    "the data or fix the declared shape."
+                )
+            if split.y.shape[0] != split.x.shape[0]:
+                raise DataError(
+                    f"{where}: {split.x.shape[0]} inputs but {split.y.shape[0]} targets."
+                )
+            if split.x.is_floating_point() and not bool(torch.isfinite(split.x).all()):
+                bad = int((~torch.isfinite(split.x)).flatten(1).any(1).sum())
+                raise DataError(
+                    f"{where}: {bad} sample(s) contain NaN or Inf inputs; clean or drop them."
+                )
+            check_targets(self.task, split.y, where)
+        return self
+
+
+def check_targets(task: Task, y: Tensor, where: str) -> None:
+    """Raise :class:`DataError` when targets ``y`` do not fit ``task`` (see module doc)."""
+    if task.kind == "classification":
+        if y.dim() != 1 or y.is_floating_point():
+            raise DataError(
+                f"{where}: classification targets must be integer class indices of shape (N,), "
+                f"got dtype {y.dtype} and shape {tuple(y.shape)}."
+            )
+        bad = (y < 0) | (y >= task.num_outputs)
+        if bool(bad.any()):
+            values = sorted({int(v) for v in y[bad].unique()[:5]})
+            raise DataError(
+                f"{where}: label value(s) {values} are outside the declared label set "
+                f"0..{task.num_outputs - 1} ({', '.join(task.labels)}). Declare every label in "
+                "`labels` or drop those samples."
+            )
+        return
+    if y.dim() != 2 or y.shape[1] != task.num_outputs:
+        raise DataError(
+            f"{where}: {task.kind} targets must have shape (N, {task.num_outputs}), "
+            f"got {tuple(y.shape)}."
+        )
+    if not bool(torch.isfinite(y).all()):
+        raise DataError(f"{where}: targets contain NaN or Inf.")
+    if task.kind == "multilabel" and not bool(((y == 0) | (y == 1)).all()):
+        raise DataError(f"{where}: multilabel targets must be 0 or 1.")

@@ -1,0 +1,377 @@
+"""The training engine: runs one :class:`Stage` at a time, resumably.
+
+A route is a short recipe of stages. A stage optimises one ``step`` module — whose ``forward``
+takes a dict of batches (one per named stream) and returns the loss — for some epochs, selects
+the best epoch on validation only, and checkpoints every epoch. Because every stage checkpoints
+under its own name and ends by reseeding from a derived seed, running a recipe again with
+``resume=True`` skips finished stages, continues the interrupted one from its last epoch, and
+ends bit-identical to a run that was never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning_fabric import Fabric
+from torch import Tensor, nn
+
+from tlroutes.errors import CheckpointError, ConfigError, TrainingDivergedError
+from tlroutes.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    save_weights_atomic,
+    write_json_atomic,
+)
+from tlroutes.train.hardware import Hardware, make_fabric
+from tlroutes.train.metrics_log import MetricsLog
+from tlroutes.train.progress import ProgressReporter
+from tlroutes.train.seeding import derive_seed, get_rng_state, seed_everything, set_rng_state
+from tlroutes.train.streams import Stream
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("cosine", "constant")
+
+
+@dataclass
+class Stage:
+    """One training stage of a route.
+
+    Args:
+        name: unique within a run; names the checkpoint folder and the metrics lines.
+        step: module whose ``forward(batch)`` returns the loss (or ``(loss, logs)``); ``batch``
+            maps each stream name to its ``(x, y)``. Holds every trainable part (model and
+            objective modules), so data-parallel training sees them all.
+        streams: named training streams; every step draws one batch from each.
+        validate: returns validation metrics of the current weights (called in eval mode,
+            without gradients). Model selection and early stopping read only this.
+        monitor: the key of ``validate()``'s result to select on. Default ``"accuracy"``.
+        mode: ``"max"`` (default) or ``"min"``: whether a larger monitored value is better.
+        epochs: passes over the longest stream. Default 10.
+        lr: base learning rate. Default 1e-3.
+        weight_decay: decoupled weight decay (AdamW) or L2 (SGD). Default 0.
+        optimizer: ``"adamw"`` (default), ``"adam"`` or ``"sgd"`` (momentum 0.9).
+        scheduler: ``"cosine"`` (default; decays to 0 over all steps, after warmup) or
+            ``"constant"``.
+        warmup_steps: linear warm-up steps. Default 0.
+        patience: stop after this many epochs without improvement; None (default) never stops
+            early.
+        param_groups: optimizer parameter groups (e.g. from
+            :func:`tlroutes.model.param_groups`); None (default) takes every trainable
+            parameter of ``step`` at ``lr``.
+        steps_per_epoch: None (default) uses the longest stream's batches per pass.
+        grad_clip: clip the global gradient norm to this value; None (default) does not clip.
+        restore_best: end the stage with the best validation epoch's weights. Default True.
+    """
+
+    name: str
+    step: nn.Module
+    streams: dict[str, Stream]
+    validate: Callable[[], dict[str, float]]
+    monitor: str = "accuracy"
+    mode: Literal["max", "min"] = "max"
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    scheduler: str = "cosine"
+    warmup_steps: int = 0
+    patience: int | None = None
+    param_groups: list[dict[str, Any]] | None = None
+    steps_per_epoch: int | None = None
+    grad_clip: float | None = None
+    restore_best: bool = True
+
+
+@dataclass
+class StageResult:
+    """What a finished stage reports: its best epoch and score, and every epoch's record."""
+
+    name: str
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dict(self.__dict__)
+
+
+class Trainer:
+    """Runs stages for one run folder.
+
+    Args:
+        run_dir: the run folder; checkpoints go to ``run_dir/checkpoints/<stage>/`` and metrics to
+            ``run_dir/metrics.jsonl``.
+        seed: the run's seed; every stage derives its own from it. Default 0.
+        hardware: devices, precision and processes; default: one device, chosen automatically.
+        resume: continue stages from their checkpoints. When False and a stage's checkpoint
+            exists, :meth:`fit` refuses rather than overwrite work. Default False.
+        progress: show progress (only on the first process). Default True.
+        fabric: an already launched Fabric to reuse; None creates one from ``hardware``.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        seed: int = 0,
+        hardware: Hardware | None = None,
+        resume: bool = False,
+        progress: bool | ProgressReporter = True,
+        fabric: Fabric | None = None,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.seed = seed
+        self.resume = resume
+        self.fabric = fabric or make_fabric(hardware or Hardware())
+        first = self.fabric.global_rank == 0
+        self.is_main = first
+        self.progress = (
+            progress if isinstance(progress, ProgressReporter)
+            else ProgressReporter(enabled=bool(progress) and first)
+        )
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=first)
+        # A per-step finiteness check forces a device sync; on accelerators check less often.
+        self.check_every = 1 if self.fabric.device.type == "cpu" else 50
+
+    @property
+    def device(self) -> torch.device:
+        """The device this process trains on."""
+        return self.fabric.device
+
+    def seed_for(self, *names: object) -> None:
+        """Seed every RNG from the run seed and ``names`` (call before building a model)."""
+        seed_everything(derive_seed(self.seed, *names))
+
+    def stage_dir(self, name: str) -> Path:
+        """The checkpoint folder of stage ``name``."""
+        return self.run_dir / "checkpoints" / name
+
+    # ------------------------------------------------------------------ the stage loop
+    def fit(self, stage: Stage) -> StageResult:
+        """Train ``stage`` (or load it, when a resumed run already finished it)."""
+        folder = self.stage_dir(stage.name)
+        done = folder / "done.json"
+        if done.is_file():
+            if not self.resume:
+                raise CheckpointError(
+                    f"Stage '{stage.name}' already finished in {self.run_dir}; pass resume=True "
+                    "(--resume) to reuse it, or choose a new run folder."
+                )
+            return self._load_finished(stage, folder)
+        latest = latest_checkpoint(folder)
+        if latest is not None and not self.resume:
+            raise CheckpointError(
+                f"{self.run_dir} already holds a checkpoint of stage '{stage.name}'; pass "
+                "resume=True (--resume) to continue it, or choose a new run folder."
+            )
+        _check_stage(stage)
+        seed_everything(derive_seed(self.seed, stage.name))
+        fabric = self.fabric
+        for s in stage.streams.values():
+            s.rank, s.world_size = fabric.global_rank, fabric.world_size
+            s.to(fabric.device)
+        steps = stage.steps_per_epoch or max(s.steps_per_pass for s in stage.streams.values())
+        raw = stage.step.to(fabric.device)
+        optimizer = _make_optimizer(stage, raw)
+        module, optimizer = fabric.setup(raw, optimizer)
+        scheduler = _make_scheduler(stage, optimizer, steps * stage.epochs)
+
+        start, history, best, best_epoch, bad = 0, [], None, -1, 0
+        if latest is not None:
+            state = load_checkpoint(latest, raw)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+            start, history = state["epoch"] + 1, list(state["history"])
+            best, best_epoch, bad = state["best"], state["best_epoch"], state["bad_epochs"]
+            self.log.replace_stage(stage.name, history)
+
+        sign = 1.0 if stage.mode == "max" else -1.0
+        stopped_early = False
+        self.progress.start_stage(stage.name, stage.epochs, steps, start)
+        try:
+            for epoch in range(start, stage.epochs):
+                t0 = time.perf_counter()
+                train_loss = self._train_epoch(stage, module, optimizer, scheduler, epoch, steps)
+                record = {"stage": stage.name, "epoch": epoch, "train_loss": train_loss}
+                record.update({f"val_{k}": float(v) for k, v in self._validate(stage).items()})
+                score = record.get(f"val_{stage.monitor}")
+                if score is None:
+                    raise ConfigError(
+                        f"Stage '{stage.name}' monitors '{stage.monitor}', but validation "
+                        f"reports only {sorted(k[4:] for k in record if k.startswith('val_'))}."
+                    )
+                if best is None or sign * score > sign * best:
+                    best, best_epoch, bad = score, epoch, 0
+                    if self.is_main:
+                        save_weights_atomic(raw, folder / "best.safetensors")
+                else:
+                    bad += 1
+                record["lr"] = float(optimizer.param_groups[0]["lr"])
+                record["time_s"] = time.perf_counter() - t0
+                history.append(record)
+                if self.is_main:
+                    save_checkpoint(folder, epoch, raw, {
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": get_rng_state(),
+                        "epoch": epoch,
+                        "history": history,
+                        "best": best,
+                        "best_epoch": best_epoch,
+                        "bad_epochs": bad,
+                    })
+                fabric.barrier()
+                self.log.append(record)
+                self.progress.end_epoch(record, stage.epochs)
+                if stage.patience is not None and bad >= stage.patience:
+                    stopped_early = True
+                    break
+        finally:
+            self.progress.end_stage()
+        if stage.restore_best and best_epoch >= 0:
+            load_weights(raw, folder / "best.safetensors")
+        result = StageResult(stage.name, best_epoch, float(best), len(history), stopped_early,
+                             history)
+        if self.is_main:
+            save_weights_atomic(raw, folder / "final.safetensors")
+            write_json_atomic(done, result.as_dict())
+        fabric.barrier()
+        seed_everything(derive_seed(self.seed, stage.name, "after"))
+        return result
+
+    def _train_epoch(self, stage, module, optimizer, scheduler, epoch: int, steps: int) -> float:
+        module.train()
+        streams = list(stage.streams.items())
+        total = torch.zeros((), device=self.fabric.device)
+        first_step = epoch * steps
+        tick = max(1, steps // 20)
+        for i in range(steps):
+            batch = {name: s.batch(first_step + i) for name, s in streams}
+            loss = module(batch)
+            if isinstance(loss, tuple):
+                loss = loss[0]
+            if i % self.check_every == 0 and not bool(torch.isfinite(loss)):
+                raise TrainingDivergedError(
+                    f"Stage '{stage.name}': the loss became {float(loss)} at epoch {epoch + 1}, "
+                    f"step {i + 1} (global step {first_step + i + 1}). Training stopped; the last "
+                    f"good checkpoint is kept in {self.stage_dir(stage.name)}. Lower the learning "
+                    "rate, clip gradients (grad_clip) or check the data."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            self.fabric.backward(loss)
+            if stage.grad_clip is not None:
+                self.fabric.clip_gradients(module, optimizer, max_norm=stage.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total += loss.detach()
+            if i % tick == tick - 1:
+                self.progress.advance(tick)
+        self.progress.advance(steps % tick)
+        mean = float(total) / steps
+        if not math.isfinite(mean):
+            raise TrainingDivergedError(
+                f"Stage '{stage.name}': the loss became non-finite during epoch {epoch + 1}. "
+                f"The last good checkpoint is kept in {self.stage_dir(stage.name)}."
+            )
+        return mean
+
+    def _validate(self, stage: Stage) -> dict[str, float]:
+        was_training = stage.step.training
+        stage.step.eval()
+        with torch.no_grad():
+            metrics = stage.validate()
+        stage.step.train(was_training)
+        return metrics
+
+    def _load_finished(self, stage: Stage, folder: Path) -> StageResult:
+        import json
+
+        stage.step.to(self.fabric.device)
+        load_weights(stage.step, folder / "final.safetensors")
+        data = json.loads((folder / "done.json").read_text())
+        seed_everything(derive_seed(self.seed, stage.name, "after"))
+        return StageResult(**data)
+
+
+def _check_stage(stage: Stage) -> None:
+    if stage.epochs < 1:
+        raise ConfigError(f"Stage '{stage.name}': epochs must be at least 1, got {stage.epochs}.")
+    if not stage.streams:
+        raise ConfigError(f"Stage '{stage.name}' has no training streams.")
+    if stage.optimizer not in OPTIMIZERS:
+        raise ConfigError(
+            f"Stage '{stage.name}': optimizer '{stage.optimizer}' is unknown; use one of "
+            f"{', '.join(OPTIMIZERS)}."
+        )
+    if stage.scheduler not in SCHEDULERS:
+        raise ConfigError(
+            f"Stage '{stage.name}': scheduler '{stage.scheduler}' is unknown; use one of "
+            f"{', '.join(SCHEDULERS)}."
+        )
+    if stage.mode not in ("max", "min"):
+        raise ConfigError(f"Stage '{stage.name}': mode must be 'max' or 'min'.")
+
+
+def _make_optimizer(stage: Stage, module: nn.Module) -> torch.optim.Optimizer:
+    if stage.param_groups is not None:
+        groups = stage.param_groups
+    else:
+        groups = [{"params": [p for p in module.parameters() if p.requires_grad]}]
+    if not any(len(list(g["params"])) for g in groups):
+        raise ConfigError(
+            f"Stage '{stage.name}' has no trainable parameters: everything is frozen. "
+            "Unfreeze some part of the model for this stage."
+        )
+    if stage.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=stage.lr, momentum=0.9, weight_decay=stage.weight_decay)
+    cls = torch.optim.AdamW if stage.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=stage.lr, weight_decay=stage.weight_decay)
+
+
+class _WarmupCosine:
+    """Multiplier: linear warm-up, then cosine decay to 0 (picklable, unlike a lambda)."""
+
+    def __init__(self, warmup: int, total: int, cosine: bool) -> None:
+        self.warmup, self.total, self.cosine = warmup, max(total, 1), cosine
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if not self.cosine:
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _make_scheduler(stage: Stage, optimizer, total_steps: int):
+    fn = _WarmupCosine(stage.warmup_steps, total_steps, stage.scheduler == "cosine")
+    inner = getattr(optimizer, "optimizer", optimizer)
+    return torch.optim.lr_scheduler.LambdaLR(inner, fn)
+
+
+def evaluate_split(
+    model: nn.Module, forward: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 1024
+) -> Tensor:
+    """Outputs of ``forward`` over ``x`` in eval mode, batched, without gradients.
+
+    ``model`` is switched to eval mode for the call and back afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        outs = [forward(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(outs)
