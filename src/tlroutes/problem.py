@@ -1,4 +1,4 @@
-"""What is learned, from what data: :class:`Task`, :class:`Domain`, :class:`Split`, :class:`Problem`.
+"""What is learned, from what data: Task, Domain, Split and Problem.
 
 A problem is data + a task + a domain. The task lives at the model's output side (which head), the
 domain at its input side (which stem). Conventions for tensors in a :class:`Split`:
@@ -43,7 +43,9 @@ class Task:
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
-            raise DataError(f"Task kind '{self.kind}' is unknown; use one of {', '.join(TASK_KINDS)}.")
+            raise DataError(
+                f"Task kind '{self.kind}' is unknown; use one of {', '.join(TASK_KINDS)}."
+            )
         object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
         if self.kind in ("classification", "multilabel") and len(self.labels) < 2:
             raise DataError(

@@ -139,7 +139,7 @@ def create_trunk(name: str, **kwargs: Any) -> nn.Module:
 
 
 def check_trunk(trunk: nn.Module) -> None:
-    """Raise :class:`ConfigError` unless ``trunk`` carries ``out_dim``, ``input_kind``, ``in_width``."""
+    """Raise :class:`ConfigError` unless ``trunk`` has ``out_dim``, ``input_kind``, ``in_width``."""
     missing = [a for a in ("out_dim", "input_kind", "in_width") if not hasattr(trunk, a)]
     if missing:
         raise ConfigError(

@@ -61,7 +61,7 @@ class Stem(nn.Module):
         """Raise :class:`DataError` unless ``x`` has shape ``(B, *input_shape)``."""
         if x.shape[1:] != self.input_shape:
             raise DataError(
-                f"The {type(self).__name__} stem for domain '{self.domain_name}' expects inputs of "
+                f"{type(self).__name__} for domain '{self.domain_name}' expects inputs of "
                 f"shape (B, {', '.join(map(str, self.input_shape))}), got "
                 f"(B, {', '.join(map(str, x.shape[1:]))}) (full shape {tuple(x.shape)}); "
                 "check the data or the domain's input_shape."
@@ -75,7 +75,7 @@ def _check_ids(stem: Stem, x: Tensor) -> None:
     stem.check(x)
     if x.is_floating_point():
         raise DataError(
-            f"The {type(stem).__name__} stem for text domain '{stem.domain_name}' expects integer "
+            f"{type(stem).__name__} for text domain '{stem.domain_name}' expects integer "
             f"token ids, got dtype {x.dtype}; convert with x.long()."
         )
 
@@ -131,7 +131,11 @@ class BagStem(Stem):
     input_kind = "vector"
 
     def __init__(
-        self, domain: Domain, width: int, vocab_size: int | None = None, padding_idx: int | None = None
+        self,
+        domain: Domain,
+        width: int,
+        vocab_size: int | None = None,
+        padding_idx: int | None = None,
     ) -> None:
         super().__init__(domain, width)
         _need_dims(domain, 1, "token ids of shape (T,)")
@@ -255,7 +259,11 @@ class Patch2dStem(_PatchStem):
     dims = 2
 
     def __init__(
-        self, domain: Domain, width: int, patch: int | None = None, max_tokens: int = AUTO_MAX_TOKENS
+        self,
+        domain: Domain,
+        width: int,
+        patch: int | None = None,
+        max_tokens: int = AUTO_MAX_TOKENS,
     ) -> None:
         super().__init__(domain, width, patch, max_tokens)
 
@@ -276,7 +284,11 @@ class Patch1dStem(_PatchStem):
     dims = 1
 
     def __init__(
-        self, domain: Domain, width: int, patch: int | None = None, max_tokens: int = AUTO_MAX_TOKENS
+        self,
+        domain: Domain,
+        width: int,
+        patch: int | None = None,
+        max_tokens: int = AUTO_MAX_TOKENS,
     ) -> None:
         super().__init__(domain, width, patch, max_tokens)
 
@@ -314,7 +326,11 @@ class TokenEmbeddingStem(Stem):
     input_kind = "tokens"
 
     def __init__(
-        self, domain: Domain, width: int, vocab_size: int | None = None, padding_idx: int | None = None
+        self,
+        domain: Domain,
+        width: int,
+        vocab_size: int | None = None,
+        padding_idx: int | None = None,
     ) -> None:
         super().__init__(domain, width)
         _need_dims(domain, 1, "token ids of shape (T,)")
@@ -326,20 +342,28 @@ class TokenEmbeddingStem(Stem):
         return self.embed(x)
 
 
+def _is_patch(cls: object) -> bool:
+    return isinstance(cls, type) and issubclass(cls, _PatchStem)
+
+
 def stems_for(modality: str, input_kind: str) -> list[str]:
     """Names of the registered stems that read ``modality`` and feed ``input_kind``, in
     registration order (the first is the one ``kind="auto"`` picks)."""
     return [
         name
         for name, cls in STEMS.items()
-        if modality in getattr(cls, "modalities", ()) and getattr(cls, "input_kind", "") == input_kind
+        if modality in getattr(cls, "modalities", ())
+        and getattr(cls, "input_kind", "") == input_kind
     ]
 
 
 def trunks_for(modality: str) -> list[str]:
     """Names of the registered trunks some stem can feed from ``modality``."""
-    kinds = {getattr(cls, "input_kind", "") for _, cls in STEMS.items()
-             if modality in getattr(cls, "modalities", ())}
+    kinds = {
+        getattr(cls, "input_kind", "")
+        for _, cls in STEMS.items()
+        if modality in getattr(cls, "modalities", ())
+    }
     return [name for name, b in TRUNKS.items() if getattr(b, "input_kind", None) in kinds]
 
 
@@ -376,7 +400,7 @@ def create_stem(domain: Domain, trunk: nn.Module, kind: str = "auto", **kwargs: 
             f"Stems that fit: {', '.join(fitting) or '(none)'}."
         )
     max_tokens = getattr(trunk, "max_tokens", None)
-    if max_tokens is not None and issubclass(cls, _PatchStem) and "max_tokens" not in kwargs:
+    if max_tokens is not None and "max_tokens" not in kwargs and _is_patch(cls):
         kwargs["max_tokens"] = min(AUTO_MAX_TOKENS, int(max_tokens))
     stem = STEMS.build(kind, domain, trunk.in_width, **kwargs)
     tokens = getattr(stem, "num_tokens", None)

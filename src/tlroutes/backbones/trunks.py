@@ -89,7 +89,9 @@ class _ConvTrunk(nn.Module):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if not channels or min(channels) < 1:
-            raise ConfigError(f"CNN trunk needs at least one stage of >= 1 channel, got {channels}.")
+            raise ConfigError(
+                f"CNN trunk needs at least one stage of >= 1 channel, got {channels}."
+            )
         if norm not in NORMS:
             raise ConfigError(f"Unknown norm '{norm}'; use one of {', '.join(NORMS)}.")
         conv = nn.Conv2d if self.dims == 2 else nn.Conv1d

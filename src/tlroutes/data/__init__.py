@@ -1,0 +1,38 @@
+"""Data: built-in datasets with domain shifts and task variants, splits, and shift functions.
+
+- :func:`load_builtin` — ``digits`` (8×8 images) or ``mnist1d`` (length-40 signals) as a
+  :class:`~tlroutes.problem.Problem`, with a task variant (:data:`TASK_VARIANTS`) and a shift
+  (:data:`IMAGE_SHIFTS`, :data:`SIGNAL_SHIFTS`).
+- Image shifts as pure tensor functions on ``(N, C, H, W)`` batches: :func:`rotate`,
+  :func:`rescale`, :func:`blur`, :func:`invert`, :func:`add_noise`.
+- Seeded stratified splitting: :func:`split_indices`, :func:`stratified_order`.
+"""
+
+from tlroutes.data.builtin import BUILTIN_DATASETS, load_builtin
+from tlroutes.data.shifts import (
+    IMAGE_SHIFTS,
+    SIGNAL_SHIFTS,
+    add_noise,
+    blur,
+    invert,
+    rescale,
+    rotate,
+)
+from tlroutes.data.splits import seeded_generator, split_indices, stratified_order
+from tlroutes.data.variants import TASK_VARIANTS
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "IMAGE_SHIFTS",
+    "SIGNAL_SHIFTS",
+    "TASK_VARIANTS",
+    "add_noise",
+    "blur",
+    "invert",
+    "load_builtin",
+    "rescale",
+    "rotate",
+    "seeded_generator",
+    "split_indices",
+    "stratified_order",
+]

@@ -8,7 +8,6 @@ change which samples land in which split.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor
 
 from tlroutes.errors import ConfigError
+from tlroutes.train.seeding import derive_seed
 
 
 def seeded_generator(seed: int, purpose: str) -> torch.Generator:
@@ -24,9 +24,7 @@ def seeded_generator(seed: int, purpose: str) -> torch.Generator:
     The seed is ``sha256("seed:purpose")`` cut to 31 bits, so it is stable across runs and
     machines and independent for different purposes.
     """
-    text = f"{int(seed)}:{purpose}"
-    derived = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
-    return torch.Generator().manual_seed(derived)
+    return torch.Generator().manual_seed(derive_seed(seed, purpose))
 
 
 def stratified_order(labels: Tensor, generator: torch.Generator) -> Tensor:
@@ -83,7 +81,9 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
             "needs at least one sample."
         )
     if abs(sum(values) - 1.0) > 1e-6:
-        raise ConfigError(f"split={fractions!r} sums to {sum(values):g}; the fractions must sum to 1.")
+        raise ConfigError(
+            f"split={fractions!r} sums to {sum(values):g}; the fractions must sum to 1."
+        )
     return values  # type: ignore[return-value]
 
 

@@ -12,7 +12,8 @@ Layout of one stage's checkpoint folder::
 
 A checkpoint directory is written under a temporary name and renamed into place, and only then
 does ``latest.json`` move to it, so an interrupted write leaves the previous checkpoint in charge.
-Weights are never unpickled: safetensors for weights, ``torch.load(weights_only=True)`` for the rest.
+Weights are never unpickled: safetensors for weights, ``torch.load(weights_only=True)`` for
+the rest.
 """
 
 from __future__ import annotations

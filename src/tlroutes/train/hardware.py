@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from lightning_fabric import Fabric
+
+if TYPE_CHECKING:
+    from lightning_fabric import Fabric
 
 
 @dataclass
@@ -49,6 +52,8 @@ def make_fabric(hw: Hardware) -> Fabric:
 
         # Objectives may leave some parameters unused in a step (e.g. an idle head).
         strategy = DDPStrategy(find_unused_parameters=True)
+    from lightning_fabric import Fabric
+
     fabric = Fabric(
         accelerator=hw.accelerator,
         devices=hw.devices,

@@ -57,7 +57,9 @@ class ProgressReporter:
                 info="",
             )
         elif start_epoch:
-            self.console.print(f"[{name}] resuming at epoch {start_epoch + 1}/{epochs}")
+            self.console.print(
+                f"[{name}] resuming at epoch {start_epoch + 1}/{epochs}", markup=False
+            )
 
     def advance(self, steps: int) -> None:
         """Count ``steps`` more finished steps."""
@@ -77,7 +79,7 @@ class ProgressReporter:
         else:
             self.console.print(
                 f"[{self._stage}] epoch {record['epoch'] + 1}/{epochs} {shown} "
-                f"({record['time_s']:.1f}s)", highlight=False,
+                f"({record['time_s']:.1f}s)", highlight=False, markup=False,
             )
 
     def end_stage(self, message: str = "") -> None:
@@ -86,4 +88,4 @@ class ProgressReporter:
             self._progress.stop()
             self._progress = None
         if self.enabled and message:
-            self.console.print(f"[{self._stage}] {message}", highlight=False)
+            self.console.print(f"[{self._stage}] {message}", highlight=False, markup=False)
