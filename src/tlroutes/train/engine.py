@@ -266,7 +266,7 @@ class Trainer:
                 loss = loss[0]
             if i % self.check_every == 0 and not bool(torch.isfinite(loss)):
                 raise TrainingDivergedError(
-                    f"Stage '{stage.name}': the loss became {float(loss)} at epoch {epoch + 1}, "
+                    f"Stage '{stage.name}': the loss became {float(loss.detach())} at epoch {epoch + 1}, "
                     f"step {i + 1} (global step {first_step + i + 1}). Training stopped; the last "
                     f"good checkpoint is kept in {self.stage_dir(stage.name)}. Lower the learning "
                     "rate, clip gradients (grad_clip) or check the data."
