@@ -24,7 +24,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Off a terminal (logs, CI, pipes) rich would wrap tables at 80 columns; keep them whole.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @app.command()
