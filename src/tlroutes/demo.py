@@ -1,30 +1,42 @@
-"""``tlroutes demo``: the routes that have recipes, run on built-in data, into one table."""
+"""``tlroutes demo``: every example run file whose route has a recipe, on built-in data.
+
+The example run files ship inside the package (``tlroutes/examples/``; the repository's
+``examples/`` folder points there), so the demo runs the same files a user copies.
+"""
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
-from typing import Any
 
-from tlroutes.config import parse_run
+from tlroutes.config import load_run_file
+from tlroutes.errors import ConfigError
+from tlroutes.matrix import Route
+from tlroutes.routes import recipe_for
 from tlroutes.runner import run
 
-DEMO_RUNS: dict[str, dict[str, Any]] = {
-    "task_fine_tuning": {
-        "route": "task_fine_tuning",
-        "source": {"dataset": "digits", "task": "digit", "classes": [0, 1, 2, 3, 4]},
-        "target": {"dataset": "digits", "task": "digit", "classes": [5, 6, 7, 8, 9], "n": 150},
-        "model": {"trunk": "cnn2d"},
-        "source_training": {"epochs": 8, "lr": 0.003},
-        "target_training": {"epochs": 15, "batch_size": 32, "patience": 5},
-    },
-}
+
+def example_files() -> list[Path]:
+    """The packaged example run files, in the cube's order of routes."""
+    folder = Path(str(resources.files("tlroutes") / "examples"))
+    return [folder / f"{route.value}.yaml" for route in Route
+            if (folder / f"{route.value}.yaml").is_file()]
+
+
+def runnable_examples() -> list[Path]:
+    """The example files whose route has a recipe in this version."""
+    out = []
+    for path in example_files():
+        try:
+            recipe_for(Route.parse(load_run_file(path).route))
+        except ConfigError:
+            continue
+        out.append(path)
+    return out
 
 
 def run_demo(out: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
-    """Run every demo run into ``out/<route>``; return their summaries in order."""
+    """Run every runnable example into ``out/<route>``; return their summaries in order."""
     out = Path(out)
-    return [
-        run(parse_run(data, source=f"demo run '{name}'"), out / name, resume=resume,
-            progress=progress)
-        for name, data in DEMO_RUNS.items()
-    ]
+    return [run(path, out / path.stem, resume=resume, progress=progress)
+            for path in runnable_examples()]
