@@ -64,6 +64,11 @@ class DataSpec(_Spec):
     seed: int | None = Field(
         None, description="Seed for sampling, splitting and shifts. Default: the run's seed."
     )
+    domain: str | None = Field(
+        None, description="The domain's name. Problems whose domains share name, modality and "
+        "sample shape are the same domain on the cube. Default: the dataset's name plus its "
+        "shifts (so a shifted copy is a different domain).",
+    )
     modality: Literal["image", "signal", "tabular", "text"] | None = Field(
         None, description=".npz data: the modality. Default: image for 3-D samples (C, H, W), "
         "signal for 2-D (C, L), tabular for 1-D.",
@@ -87,6 +92,11 @@ class ModelSpec(_Spec):
     )
     stem_args: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments of the stem. Default {}."
+    )
+    weights: str | None = Field(
+        None, description="A safetensors (or weights-only torch) file of trunk weights to start "
+        "from; mismatched keys are named. Default: none (the trunk's own initialisation, which "
+        "for a pretrained trunk such as efficientnet_lite0 is its pretrained weights).",
     )
 
 
@@ -142,8 +152,14 @@ class RunSpec(_Spec):
         "or 'Task Fine-Tuning'. `tlroutes routes` lists them.",
     )
     seed: int = Field(0, description="The run's seed; every stage derives its own. Default 0.")
-    source: DataSpec = Field(
-        default_factory=DataSpec, description="The problem knowledge comes from."
+    seeds: int = Field(
+        1, ge=1, le=100, description="Repeat the whole run with seeds seed, seed+1, …, and "
+        "report the mean and spread of metrics, baseline and gain. Default 1.",
+    )
+    source: DataSpec | None = Field(
+        default_factory=DataSpec, description="The problem knowledge comes from. null: the "
+        "pretrained trunk (model.trunk or model.weights) is the source, and no source stage "
+        "runs. Default: built-in digits.",
     )
     target: DataSpec = Field(
         default_factory=DataSpec, description="The problem knowledge goes to."
@@ -159,6 +175,10 @@ class RunSpec(_Spec):
     baseline: bool = Field(
         True, description="Also train the same model from scratch on the target with the "
         "target's budget, and report the gain against it. Default true.",
+    )
+    recipe: dict[str, Any] = Field(
+        default_factory=dict, description="The route's own settings (method, schedule, "
+        "regulariser …); each route documents its fields. Default {} (the route's defaults).",
     )
     hardware: HardwareSpec = Field(default_factory=HardwareSpec, description="Devices.")
 

@@ -1,13 +1,16 @@
 """``tlroutes run``: from a run file to a run folder.
 
 The run folder holds ``run.yaml`` (the resolved run file), ``metrics.jsonl``, ``checkpoints/`` and,
-when the run finishes, ``summary.json``. A stopped run continues with ``resume=True``; the run file
-must then resolve to the same content as the one saved, so that a resumed run is the same run.
+when the run finishes, ``summary.json``. With ``seeds: k > 1`` each seed gets a run folder of its
+own under ``seed-<s>/`` and the top ``summary.json`` reports mean and spread. A stopped run
+continues with ``resume=True``; the run file must then resolve to the same content as the one
+saved, so that a resumed run is the same run.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +20,22 @@ from tlroutes.config import RunSpec, dump_run, load_run_file
 from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route
 from tlroutes.routes import recipe_for
+from tlroutes.routes.common import parse_recipe
 from tlroutes.train.checkpoint import write_json_atomic
 from tlroutes.train.engine import Trainer
 from tlroutes.train.hardware import make_fabric
 from tlroutes.train.progress import ProgressReporter
+
+
+def resolve(spec: RunSpec | str | Path) -> RunSpec:
+    """Validate a run (file or spec), including its route's ``recipe:`` block, with defaults."""
+    if not isinstance(spec, RunSpec):
+        spec = load_run_file(spec)
+    route = Route.parse(spec.route)
+    module = recipe_for(route)
+    recipe = parse_recipe(module.Recipe, spec.recipe, route)
+    return spec.model_copy(update={"route": route.value,
+                                   "recipe": recipe.model_dump(mode="json")})
 
 
 def run(
@@ -39,10 +54,10 @@ def run(
             already holds a run (work is never overwritten).
         progress: show progress. Default True.
     """
-    if not isinstance(spec, RunSpec):
-        spec = load_run_file(spec)
+    spec = resolve(spec)
     route = Route.parse(spec.route)
-    recipe = recipe_for(route)
+    module = recipe_for(route)
+    recipe = module.Recipe.model_validate(spec.recipe)
     out = Path(out)
     fabric = make_fabric(spec.hardware.build())
     problem = _check_folder(out, spec, resume) if fabric.global_rank == 0 else None
@@ -53,12 +68,50 @@ def run(
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.yaml").write_text(dump_run(spec))
     fabric.barrier()
-    trainer = Trainer(out, seed=spec.seed, resume=resume, progress=progress, fabric=fabric)
-    summary = recipe(spec, trainer)
-    summary["seed"] = spec.seed
+    summaries = []
+    for seed in range(spec.seed, spec.seed + spec.seeds):
+        folder = out if spec.seeds == 1 else out / f"seed-{seed}"
+        one = spec.model_copy(update={"seed": seed})
+        trainer = Trainer(folder, seed=seed, resume=resume, progress=progress, fabric=fabric)
+        summary = module.run(one, recipe, trainer)
+        summary["seed"] = seed
+        if spec.seeds > 1 and fabric.global_rank == 0:
+            write_json_atomic(folder / "summary.json", summary)
+        summaries.append(summary)
+    summary = summaries[0] if spec.seeds == 1 else aggregate(summaries)
     if fabric.global_rank == 0:
         write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary over seeds: mean metrics, baseline and gain, with their spread.
+
+    ``metrics``/``baseline``/``gain`` hold means; ``*_std`` the sample standard deviations;
+    ``per_seed`` every seed's own summary. Negative transfer is flagged when the mean gain is
+    below zero; ``negative_transfer_consistent`` when every seed's gain is.
+    """
+    first = summaries[0]
+    out = {k: v for k, v in first.items()
+           if k not in ("metrics", "baseline", "gain", "negative_transfer", "seed")}
+    out["seeds"] = [s["seed"] for s in summaries]
+    for key in ("metrics", "baseline"):
+        if first.get(key) is None:
+            out[key], out[f"{key}_std"] = None, None
+            continue
+        out[key] = {m: statistics.fmean(s[key][m] for s in summaries) for m in first[key]}
+        out[f"{key}_std"] = {m: _std([s[key][m] for s in summaries]) for m in first[key]}
+    gains = [s["gain"] for s in summaries if s.get("gain") is not None]
+    out["gain"] = statistics.fmean(gains) if gains else None
+    out["gain_std"] = _std(gains) if gains else None
+    out["negative_transfer"] = None if not gains else out["gain"] < 0
+    out["negative_transfer_consistent"] = None if not gains else all(g < 0 for g in gains)
+    out["per_seed"] = summaries
+    return out
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _check_folder(out: Path, spec: RunSpec, resume: bool) -> str | None:
@@ -85,4 +138,3 @@ def _check_folder(out: Path, spec: RunSpec, resume: bool) -> str | None:
 
 def _normalise(data: Any) -> str:
     return json.dumps(data, sort_keys=True, default=str)
-

@@ -9,6 +9,8 @@ Example::
     head = create_head(task, trunk.out_dim)
 """
 
+# Registers the pretrained trunks and their stems; their packages are imported only when built.
+from tlroutes.backbones import pretrained  # noqa: F401
 from tlroutes.backbones.heads import create_head
 from tlroutes.backbones.registry import (
     INPUT_KINDS,

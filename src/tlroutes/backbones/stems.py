@@ -390,7 +390,9 @@ def create_stem(domain: Domain, trunk: nn.Module, kind: str = "auto", **kwargs: 
                 f"'{wanted}' input of trunk {type(trunk).__name__}. Trunks that work for "
                 f"{domain.modality}: {', '.join(trunks_for(domain.modality)) or '(none)'}."
             )
-        kind = fitting[0]
+        # A trunk may name the stem its inputs need (a pretrained one: its own normalisation).
+        preferred = getattr(trunk, "default_stem", None)
+        kind = preferred if preferred in fitting else fitting[0]
     cls = STEMS.get(kind)
     if kind not in fitting:
         raise ConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from tlroutes.data.files import load_npz
@@ -14,6 +15,13 @@ if TYPE_CHECKING:
 
 def load_problem(spec: DataSpec, seed: int, role: str = "data") -> Problem:
     """Load built-in data or an ``.npz`` file as ``spec`` says; ``role`` names it in errors."""
+    problem = _load(spec, seed, role)
+    if spec.domain is not None:
+        problem.domain = replace(problem.domain, name=spec.domain)
+    return problem
+
+
+def _load(spec: DataSpec, seed: int, role: str) -> Problem:
     try:
         if spec.dataset.endswith(".npz"):
             kind = spec.task if spec.task != "digit" else "classification"

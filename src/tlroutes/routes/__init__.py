@@ -1,25 +1,30 @@
-"""Route recipes: one short file per route, each a ``run(spec, trainer) -> summary`` function."""
+"""Route recipes: one short file per route.
+
+Each route module defines ``ROUTE``, a ``Recipe`` (its ``recipe:`` block in a run file: a
+:class:`~tlroutes.routes.common.RecipeSpec` with every field documented) and
+``run(spec, recipe, trainer) -> summary``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import importlib
+from types import ModuleType
 
 from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route
 
-Recipe = Callable[..., dict[str, Any]]
+MODULES: dict[Route, str] = {
+    Route.TASK_FINE_TUNING: "tlroutes.routes.task_fine_tuning",
+    Route.DOMAIN_ADAPTATION: "tlroutes.routes.domain_adaptation",
+}
 
 
-def recipe_for(route: Route) -> Recipe:
-    """The recipe that runs ``route``; a clear error for a route that has none yet."""
-    from tlroutes.routes import task_fine_tuning
-
-    recipes: dict[Route, Recipe] = {Route.TASK_FINE_TUNING: task_fine_tuning.run}
-    if route not in recipes:
-        have = ", ".join(r.value for r in recipes)
+def recipe_for(route: Route) -> ModuleType:
+    """The module that runs ``route``; a clear error for a route that has none yet."""
+    if route not in MODULES:
+        have = ", ".join(r.value for r in MODULES)
         raise ConfigError(
             f"The {route.title} route has no recipe in this version of tlroutes yet; routes "
             f"you can run now: {have}. `tlroutes routes` shows where each sits on the cube."
         )
-    return recipes[route]
+    return importlib.import_module(MODULES[route])

@@ -1,61 +1,193 @@
-"""Task Fine-Tuning: train on the source, carry stems and trunk over, fine-tune on the target.
+"""Task Fine-Tuning: train on the source, carry stem and trunk over, fine-tune on the target.
 
 Same task kind, same domain, one after the other (ImageNet classifier → dog-breed classifier).
-The recipe: pretrain on the source; keep the stem and trunk; give the target a new head (or keep
-the source head when the label sets are identical); fine-tune everything on the target. The
-baseline is the same architecture trained from scratch on the target with the same budget.
+
+Recipe:
+1. ``source``: train on the source problem (skipped when ``source: null``: the pretrained trunk
+   is the source).
+2. Carry stem and trunk over; the target gets a new head (the source head is kept when the label
+   sets are identical).
+3. Optionally ``probe`` (LP-FT, Kumar et al. ICLR 2022): train only the head with the rest frozen;
+   or unfreeze gradually (ULMFiT), one part per phase.
+4. ``target``: fine-tune with discriminative learning rates, optionally regularised toward the
+   starting weights (L2-SP) or against untransferable spectral components (BSS), or through
+   LoRA adapters.
+5. ``baseline``: the same architecture from scratch on the target, same budget.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
+from torch import Tensor, nn
 
 from tlroutes.backbones import create_head
 from tlroutes.config import RunSpec
 from tlroutes.matrix import Route
-from tlroutes.model import build_model
-from tlroutes.routes.common import evaluate, load, require_fit, summarise, supervised_stage
+from tlroutes.model import TransferModel, freeze, param_groups, unfreeze
+from tlroutes.objectives.regularizers import L2SP, BatchSpectralShrinkage
+from tlroutes.objectives.tasks import task_loss
+from tlroutes.problem import Task
+from tlroutes.routes.common import (
+    RecipeSpec,
+    build,
+    evaluate,
+    load,
+    require_fit,
+    stage,
+    stream,
+    summarise,
+    supervised_stage,
+)
 from tlroutes.train.engine import Trainer
 
 ROUTE = Route.TASK_FINE_TUNING
 
 
-def run(spec: RunSpec, trainer: Trainer) -> dict[str, Any]:
+class Recipe(RecipeSpec):
+    """Task Fine-Tuning settings (the run file's ``recipe:`` block)."""
+
+    schedule: Literal["full", "lp_ft", "gradual", "linear_probe"] = Field(
+        "full", description="'full' (default): fine-tune everything at once; 'lp_ft': linear "
+        "probe first, then fine-tune everything; 'gradual': unfreeze the parts in `unfreeze` "
+        "one per phase, top first; 'linear_probe': train only the new head.",
+    )
+    probe_epochs: int = Field(
+        5, ge=1, description="Epochs of the head-only probe (lp_ft, linear_probe) and of each "
+        "gradual-unfreezing phase. Default 5.",
+    )
+    probe_lr: float = Field(1e-2, gt=0, description="Learning rate of the probe. Default 1e-2.")
+    unfreeze: list[str] = Field(
+        default_factory=lambda: ["trunk", "stems"], description="'gradual' only: parts or "
+        "parameter patterns unfrozen one per phase, in this order. Default [trunk, stems].",
+    )
+    lr_multipliers: dict[str, float] = Field(
+        default_factory=dict, description="Discriminative learning rates for the fine-tuning "
+        "stage: part or pattern → multiple of the base lr, e.g. {stems: 0.1, trunk: 0.3}. "
+        "Default {} (one lr).",
+    )
+    regularizer: Literal["none", "l2sp", "bss"] = Field(
+        "none", description="'l2sp': pull carried-over weights toward their starting point; "
+        "'bss': shrink the smallest singular values of the features. Default 'none'.",
+    )
+    l2sp_alpha: float = Field(0.01, ge=0, description="L2-SP weight on the carried-over "
+                              "parameters' distance to the start. Default 0.01.")
+    l2sp_beta: float = Field(0.01, ge=0, description="L2-SP weight decay on the new head. "
+                             "Default 0.01.")
+    bss_k: int = Field(1, ge=1, description="BSS: how many smallest singular values. Default 1.")
+    bss_weight: float = Field(1e-3, ge=0, description="BSS loss weight. Default 1e-3.")
+    lora_rank: int | None = Field(
+        None, ge=1, description="Fine-tune through LoRA adapters of this rank on the trunk "
+        "(needs the 'lora' extra); the trunk's own weights stay frozen. Default: no LoRA.",
+    )
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha. Default 16.")
+
+
+class FineTuneStep(nn.Module):
+    """Target loss of one head, plus the recipe's regulariser."""
+
+    def __init__(self, model: TransferModel, task: Task, head: str,
+                 l2sp: L2SP | None = None, bss: BatchSpectralShrinkage | None = None,
+                 bss_weight: float = 0.0) -> None:
+        super().__init__()
+        self.model, self.task, self.head = model, task, head
+        self.l2sp, self.bss, self.bss_weight = l2sp, bss, bss_weight
+
+    def forward(self, batch: dict[str, tuple[Tensor, Tensor]]):
+        x, y = batch["train"]
+        features = self.model.features(x)
+        loss = task_loss(self.task, self.model.heads[self.head](features), y)
+        if self.l2sp is None and self.bss is None:
+            return loss
+        penalty = self.l2sp() if self.l2sp is not None else self.bss_weight * self.bss(features)
+        return loss + penalty, {"penalty": penalty}
+
+
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
-    source = load(spec.source, spec.seed, "source")
     target = load(spec.target, spec.seed, "target")
-    require_fit(ROUTE, source, target)
-    m = spec.model
+    source = load(spec.source, spec.seed, "source") if spec.source is not None else None
+    first = source or target
+    if source is not None:
+        require_fit(ROUTE, source, target)
 
     trainer.seed_for("model")
-    model = build_model({"input": source.domain}, {"source": source.task}, m.trunk,
-                        m.trunk_args, m.stem, m.stem_args)
-    pretrain = trainer.fit(supervised_stage("source", model, source, spec.source_training,
-                                            spec.seed, head="source"))
+    model = build(spec.model, {"input": first.domain}, {"source": first.task})
+    if source is not None:
+        trainer.fit(supervised_stage("source", model, source, spec.source_training, spec.seed,
+                                     head="source"))
 
     trainer.seed_for("target-head")
-    if source.task.labels == target.task.labels:
-        model.add_head("target", model.get_head("source"), target.task)
-    else:
-        model.add_head("target", create_head(target.task, model.trunk.out_dim), target.task)
+    keep_head = source is not None and source.task.labels == target.task.labels
+    head = model.get_head("source") if keep_head else create_head(target.task,
+                                                                  model.trunk.out_dim)
+    model.add_head("target", head, target.task)
     model.remove_head("source")
-    finetune = trainer.fit(supervised_stage("target", model, target, spec.target_training,
-                                            spec.seed, head="target"))
+    carried = ["stem", "trunk"] + (["head"] if keep_head else [])
+
+    t = spec.target_training
+    if recipe.schedule in ("lp_ft", "linear_probe"):
+        freeze(model, parts=["stems", "trunk"])
+        trainer.fit(supervised_stage("probe", model, target, t, spec.seed, head="target",
+                                     epochs=recipe.probe_epochs, lr=recipe.probe_lr,
+                                     eval_modules=[model.stems, model.trunk]))
+        unfreeze(model, parts=["stems", "trunk"])
+    elif recipe.schedule == "gradual":
+        freeze(model, parts=["stems", "trunk"])
+        # Phase 0 trains the head alone; phase i has the first i parts unfrozen as well; the
+        # last part thaws in the fine-tuning stage, where everything trains.
+        for i, part in enumerate([None, *recipe.unfreeze[:-1]]):
+            if part is not None:
+                _thaw(model, part)
+            trainer.fit(supervised_stage(f"unfreeze-{i}", model, target, t, spec.seed,
+                                         head="target", epochs=recipe.probe_epochs))
+        unfreeze(model, parts=["stems", "trunk"])
+
+    if recipe.schedule != "linear_probe":
+        if recipe.lora_rank is not None:
+            from tlroutes.lora import apply_lora
+
+            apply_lora(model, r=recipe.lora_rank, alpha=recipe.lora_alpha)
+        l2sp = (L2SP(model, alpha=recipe.l2sp_alpha, beta=recipe.l2sp_beta)
+                if recipe.regularizer == "l2sp" else None)
+        bss = BatchSpectralShrinkage(recipe.bss_k) if recipe.regularizer == "bss" else None
+        step = FineTuneStep(model, target.task, "target", l2sp, bss, recipe.bss_weight)
+        groups = (param_groups(model, t.lr, recipe.lr_multipliers, t.weight_decay)
+                  if recipe.lr_multipliers else None)
+        trainer.fit(stage("target", step, {"train": stream(target.train, t, spec.seed, "target")},
+                          lambda: evaluate(model, target.val, target.task, head="target"),
+                          target.task, t, param_groups=groups))
     metrics = evaluate(model, target.test, target.task, head="target")
 
     baseline = None
     if spec.baseline:
         trainer.seed_for("baseline-model")
-        scratch = build_model({"input": target.domain}, {"target": target.task}, m.trunk,
-                              m.trunk_args, m.stem, m.stem_args)
-        trainer.fit(supervised_stage("baseline", scratch, target, spec.target_training,
-                                     spec.seed))
+        scratch = build(spec.model.model_copy(update={"weights": None}),
+                        {"input": target.domain}, {"target": target.task})
+        if spec.model.weights is None and spec.source is None:
+            _reinitialise(scratch)
+        trainer.fit(supervised_stage("baseline", scratch, target, t, spec.seed))
         baseline = evaluate(scratch, target.test, target.task)
 
     return summarise(
         ROUTE, target.task, metrics, baseline,
-        carried_over="stem and trunk" + (" and head" if source.task.labels ==
-                                         target.task.labels else ""),
-        source={"problem": source.name, "best_val": pretrain.best_score},
-        target={"problem": target.name, "best_val": finetune.best_score},
+        carried_over=" and ".join(carried), schedule=recipe.schedule,
+        regularizer=recipe.regularizer, source=source.name if source else spec.model.trunk,
+        target=target.name,
     )
+
+
+def _thaw(model: nn.Module, part: str) -> None:
+    """Unfreeze a part ('trunk', 'trunk.stages.1') or a parameter pattern ('*norm*')."""
+    if any(c in part for c in "*?["):
+        unfreeze(model, patterns=[part])
+    else:
+        unfreeze(model, parts=[part])
+
+
+def _reinitialise(model: nn.Module) -> None:
+    """Reset every layer that can reset itself: a pretrained trunk's from-scratch twin."""
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()

@@ -1,0 +1,215 @@
+"""Domain Adaptation: the same task carried to a new domain, with few or no target labels.
+
+Same task kind, different domain, one after the other (ImageNet classifier → x-ray classifier).
+
+Recipe:
+1. ``source``: train on the labelled source. Evaluated on the target as it is, this is the
+   **source-only** baseline.
+2. ``adapt``: continue from the source weights on batches from both domains: the source task loss
+   (plus the labelled target's, when ``target_labels`` > 0) plus ``trade_off`` × an alignment loss
+   — DANN, Deep CORAL, multi-kernel MMD (DAN), CDAN(+E) or MCC.
+3. Selection uses no target label by default: the information-maximisation score of the
+   target's validation predictions (``selection: im``), or SND, or source validation accuracy.
+   ``selection: target_accuracy`` uses target validation labels and is marked so in the summary.
+4. With target labels, ``target_supervised``: the same architecture from scratch on the labelled
+   target samples, same budget.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from tlroutes.config import RunSpec
+from tlroutes.errors import ConfigError
+from tlroutes.matrix import Route
+from tlroutes.model import TransferModel
+from tlroutes.objectives import alignment as A
+from tlroutes.objectives.tasks import primary_metric, task_loss
+from tlroutes.objectives.validators import information_maximization, soft_neighborhood_density
+from tlroutes.problem import Problem, Split, Task
+from tlroutes.routes.common import (
+    RecipeSpec,
+    build,
+    evaluate,
+    load,
+    require_fit,
+    stage,
+    stream,
+    summarise,
+    supervised_stage,
+)
+from tlroutes.train.engine import Trainer, evaluate_split
+from tlroutes.train.seeding import derive_seed
+
+ROUTE = Route.DOMAIN_ADAPTATION
+METHODS = ("source_only", "dann", "coral", "mmd", "cdan", "mcc")
+
+
+class Recipe(RecipeSpec):
+    """Domain Adaptation settings (the run file's ``recipe:`` block)."""
+
+    method: Literal["source_only", "dann", "coral", "mmd", "cdan", "mcc"] = Field(
+        "dann", description="Alignment: 'dann' (default), 'coral', 'mmd' (multi-kernel, DAN), "
+        "'cdan' (CDAN+E), 'mcc', or 'source_only' (no adaptation stage).",
+    )
+    trade_off: float = Field(1.0, ge=0, description="Weight of the alignment loss. Default 1.")
+    target_labels: float = Field(
+        0.0, ge=0, le=1, description="Share of the target's training samples whose labels are "
+        "used (supervised adaptation); 0 (default) is unsupervised.",
+    )
+    selection: Literal["im", "snd", "source_accuracy", "target_accuracy"] = Field(
+        "im", description="Checkpoint selection: 'im' (default: information maximisation on "
+        "target validation predictions), 'snd' (soft neighbourhood density), "
+        "'source_accuracy', all label-free on the target; 'target_accuracy' uses target "
+        "validation labels and is marked so.",
+    )
+
+
+class AdaptationStep(nn.Module):
+    """Source task loss (+ labelled target loss) + ``trade_off`` × alignment loss."""
+
+    def __init__(self, model: TransferModel, task: Task, method: str, align: nn.Module | None,
+                 trade_off: float) -> None:
+        super().__init__()
+        self.model, self.task, self.method = model, task, method
+        self.align, self.trade_off = align, trade_off
+
+    def forward(self, batch: dict[str, tuple[Tensor, Tensor]]):
+        (xs, ys), (xt, _) = batch["source"], batch["target"]
+        # One pass over both domains, so batch-norm statistics see the mixture.
+        f = self.model.features(torch.cat([xs, xt]))
+        g = self.model.heads["task"](f)
+        f_s, f_t = f[: len(xs)], f[len(xs):]
+        g_s, g_t = g[: len(xs)], g[len(xs):]
+        loss = task_loss(self.task, g_s, ys)
+        if "target_labeled" in batch:
+            xl, yl = batch["target_labeled"]
+            loss = loss + task_loss(self.task, self.model(xl, head="task"), yl)
+        transfer = _alignment(self.method, self.align, f_s, f_t, g_s, g_t)
+        return loss + self.trade_off * transfer, {"transfer_loss": transfer}
+
+
+def _alignment(method: str, align, f_s, f_t, g_s, g_t) -> Tensor:
+    if method in ("dann", "coral", "mmd"):
+        return align(f_s, f_t)
+    if method == "cdan":
+        return align(g_s, f_s, g_t, f_t)
+    return align(g_t)  # mcc
+
+
+def _make_alignment(method: str, features: int, classes: int, max_steps: int) -> nn.Module:
+    if method == "dann":
+        return A.DomainAdversarialLoss(features, max_steps=max_steps)
+    if method == "coral":
+        return A.CorrelationAlignmentLoss()
+    if method == "mmd":
+        return A.MultipleKernelMMD()
+    if method == "cdan":
+        return A.ConditionalDomainAdversarialLoss(features, classes, max_steps=max_steps,
+                                                  randomized=features * classes > 4096)
+    return A.MinimumClassConfusionLoss()
+
+
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
+    """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
+    if spec.source is None:
+        raise ConfigError("Domain Adaptation needs a labelled `source` problem to adapt from.")
+    source = load(spec.source, spec.seed, "source")
+    target = load(spec.target, spec.seed, "target")
+    require_fit(ROUTE, source, target)
+    if source.task.kind != "classification" and recipe.method in ("cdan", "mcc"):
+        raise ConfigError(f"method '{recipe.method}' needs classification tasks; use dann, coral "
+                          "or mmd for other task kinds.")
+    if source.task.labels != target.task.labels:
+        raise ConfigError(
+            f"Domain Adaptation carries one label set across domains, but the source's labels "
+            f"{list(source.task.labels)} differ from the target's {list(target.task.labels)}. "
+            "For a new label set in the same domain use task_fine_tuning; across domains, "
+            "modality_transfer."
+        )
+    labelled = _labelled_subset(target.train, recipe.target_labels, spec.seed)
+
+    trainer.seed_for("model")
+    model = build(spec.model, {"input": source.domain}, {"task": source.task})
+    s, t = spec.source_training, spec.target_training
+    trainer.fit(supervised_stage("source", model, source, s, spec.seed, head="task"))
+    source_only = evaluate(model, target.test, target.task, head="task")
+    metrics = source_only
+
+    if recipe.method != "source_only":
+        streams = {"source": stream(source.train, t, spec.seed, "adapt-source"),
+                   "target": stream(target.train, t, spec.seed, "adapt-target")}
+        if labelled is not None:
+            streams["target_labeled"] = stream(labelled, t, spec.seed, "adapt-labeled")
+        steps = max(x.steps_per_pass for x in streams.values()) * t.epochs
+        trainer.seed_for("alignment")
+        align = _make_alignment(recipe.method, model.trunk.out_dim, target.task.num_outputs,
+                                steps)
+        step = AdaptationStep(model, source.task, recipe.method, align, recipe.trade_off)
+        monitor, mode = _selection(recipe.selection, target.task)
+        trainer.fit(stage("adapt", step, streams, lambda: _validate(model, source, target),
+                          target.task, t, monitor=monitor, mode=mode))
+        metrics = evaluate(model, target.test, target.task, head="task")
+
+    baselines = {"source_only": source_only}
+    if labelled is not None:
+        trainer.seed_for("baseline-model")
+        scratch = build(spec.model, {"input": target.domain}, {"task": target.task})
+        labelled_problem = Problem(target.name, target.task, target.domain, labelled,
+                                   target.val, target.test)
+        trainer.fit(supervised_stage("target_supervised", scratch, labelled_problem, t,
+                                     spec.seed))
+        baselines["target_supervised"] = evaluate(scratch, target.test, target.task)
+    baseline_kind = "target_supervised" if labelled is not None else "source_only"
+    return summarise(
+        ROUTE, target.task, metrics, baselines[baseline_kind],
+        baseline_kind=baseline_kind, baselines=baselines, method=recipe.method,
+        carried_over="stem, trunk and head", selection=recipe.selection,
+        selection_uses_target_labels=recipe.selection == "target_accuracy",
+        target_labels=recipe.target_labels, source=source.name, target=target.name,
+    )
+
+
+def _selection(selection: str, task: Task) -> tuple[str, str]:
+    """The validation key and mode that ``selection`` selects on."""
+    name, higher = primary_metric(task)
+    mode = "max" if higher else "min"
+    if selection in ("im", "snd"):
+        if task.kind != "classification":
+            raise ConfigError(
+                f"selection '{selection}' scores class predictions; for a {task.kind} task use "
+                "selection: source_accuracy (the source's validation metric)."
+            )
+        return f"target_{selection}", "max"
+    if selection == "source_accuracy":
+        return f"source_{name}", mode
+    return f"target_{name}", mode
+
+
+def _labelled_subset(train: Split, share: float, seed: int) -> Split | None:
+    if share <= 0:
+        return None
+    n = max(1, round(share * len(train)))
+    g = torch.Generator().manual_seed(derive_seed(seed, "target-labels"))
+    return train.subset(torch.randperm(len(train), generator=g)[:n])
+
+
+def _validate(model: TransferModel, source: Problem, target: Problem) -> dict[str, float]:
+    """Source validation accuracy and label-free scores of the target's validation inputs.
+
+    ``target_accuracy`` reads target validation labels; it is only selected on when the recipe
+    says so (and then marked), but is logged for inspection.
+    """
+    out = {f"source_{k}": v for k, v in evaluate(model, source.val, source.task, head="task")
+           .items()}
+    logits = evaluate_split(model, lambda x: model(x, head="task"), target.val.x)
+    if target.task.kind == "classification":
+        out["target_im"] = information_maximization(logits)
+        out["target_snd"] = soft_neighborhood_density(logits)
+    out.update({f"target_{k}": v for k, v in evaluate(model, target.val, target.task,
+                                                      head="task").items()})
+    return out
