@@ -60,7 +60,7 @@ def test_registry_lists_builtins():
 def test_every_modality_reaches_the_vector_and_token_trunks():
     assert len(SUPPORTED) == 10  # 4 × (mlp, transformer) + image→cnn2d + signal→cnn1d
     assert {"mlp", "cnn2d", "transformer"} <= set(trunks_for("image"))
-    assert trunks_for("signal") == ["mlp", "cnn1d", "transformer"]
+    assert {"mlp", "cnn1d", "transformer"} <= set(trunks_for("signal"))
 
 
 @pytest.mark.parametrize(("modality", "trunk_name"), SUPPORTED)

@@ -44,7 +44,7 @@ def all_y(problem):
 
 def test_registries_list_names():
     assert set(BUILTIN_DATASETS) == {"digits", "mnist1d"}
-    assert list(TASK_VARIANTS) == ["digit", "parity", "gt4", "position"]
+    assert list(TASK_VARIANTS) == ["digit", "parity", "gt4", "properties", "position"]
     assert list(IMAGE_SHIFTS) == ["scale", "rotation", "blur", "inversion", "noise"]
     assert list(SIGNAL_SHIFTS) == ["noise", "shear", "translation"]
 
@@ -450,6 +450,148 @@ def test_position_with_shift_rotates_digit_then_blurs_canvas():
     p = load_builtin("digits", task="position", n=100, shift={"rotation": 90, "blur": 0.8})
     assert p.domain.name == "digits-canvas16x16+rotation=90+blur=0.8"
     assert p.domain.input_shape == (1, 16, 16)
+
+
+# ------------------------------------------------------------------------------------------------
+# Properties task (multilabel)
+# ------------------------------------------------------------------------------------------------
+
+#: digit -> (even, >4, prime, loop), written out by hand
+KNOWN_PROPERTIES = {
+    0: (1, 0, 0, 1),
+    1: (0, 0, 0, 0),
+    2: (1, 0, 1, 0),
+    3: (0, 0, 1, 0),
+    4: (1, 0, 0, 1),
+    5: (0, 1, 1, 0),
+    6: (1, 1, 0, 1),
+    7: (0, 1, 1, 0),
+    8: (1, 1, 0, 1),
+    9: (0, 1, 0, 1),
+}
+
+
+@pytest.mark.parametrize(("name", "n"), [("digits", 400), ("mnist1d", N_SIGNALS)])
+def test_properties_targets_for_known_digits(name, n):
+    base = load_builtin(name, n=n)  # task="digit", all ten classes: the label is the digit
+    p = load_builtin(name, task="properties", n=n)
+    assert p.task.kind == "multilabel" and p.task.name == "properties"
+    assert p.task.labels == ("even", ">4", "prime", "loop")
+    assert p.domain == base.domain  # different task, same domain
+    assert p.name == f"{base.domain.name}/properties"
+    y = all_y(p)
+    assert y.dtype == torch.float32 and y.shape == (n, 4)
+    expected = torch.tensor([KNOWN_PROPERTIES[int(d)] for d in all_y(base)], dtype=torch.float32)
+    assert torch.equal(y, expected)
+    assert torch.equal(all_x(p), all_x(base))
+
+
+def test_properties_with_a_class_subset():
+    p = load_builtin("digits", task="properties", classes=[2, 9])
+    assert set(map(tuple, all_y(p).long().tolist())) == {KNOWN_PROPERTIES[2], KNOWN_PROPERTIES[9]}
+
+
+# ------------------------------------------------------------------------------------------------
+# Canvas (any task variant)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "canvas", "shape", "domain"),
+    [
+        ("digits", 12, (1, 12, 12), "digits-canvas12x12"),
+        ("digits", 8, (1, 8, 8), "digits-canvas8x8"),
+        ("mnist1d", 64, (1, 64), "mnist1d-canvas64"),
+    ],
+)
+def test_canvas_shapes_and_placement(name, canvas, shape, domain):
+    n = 200
+    base = load_builtin(name, n=n)
+    p = load_builtin(name, task="parity", n=n, canvas=canvas)
+    assert p.domain.input_shape == shape and p.domain.name == domain
+    assert p.name == f"{domain}/parity" and p.meta["canvas"] == list(shape[1:])
+    assert torch.equal(all_y(p), all_y(base) % 2)
+    x, source = all_x(p), all_x(base)
+    assert x.shape == (n, *shape)
+    # every canvas holds its source sample exactly once, zeros elsewhere: same total and, on a
+    # canvas larger than the sample, not always in the same place
+    assert torch.allclose(x.flatten(1).sum(1), source.flatten(1).sum(1), atol=1e-4)
+    nonzero = (x != 0).flatten(1).float()
+    first = nonzero.argmax(1)
+    if canvas > source.shape[-1]:
+        assert len(first.unique()) > 1
+    else:
+        assert torch.equal(x, source)
+
+
+def test_position_canvas_sets_the_canvas_size():
+    p = load_builtin("digits", task="position", n=150, canvas=20)
+    assert p.domain.name == "digits-canvas20x20" and p.domain.input_shape == (1, 20, 20)
+    q = load_builtin("mnist1d", task="position", n=N_SIGNALS, canvas=40)
+    assert q.domain.input_shape == (1, 40) and float(all_y(q).abs().max()) == 0.0
+    default = load_builtin("digits", task="position", n=150)
+    explicit = load_builtin("digits", task="position", n=150, canvas=16)
+    assert default.domain == explicit.domain
+    assert torch.equal(all_x(default), all_x(explicit))
+    assert torch.equal(all_y(default), all_y(explicit))
+
+
+@pytest.mark.parametrize(
+    ("name", "canvas", "n"), [("digits", 16, 150), ("digits", 11, 100), ("mnist1d", 80, 100)]
+)
+def test_same_images_and_domain_across_task_variants(name, canvas, n):
+    kwargs = {"n": n, "seed": 5, "canvas": canvas, "shift": {"noise": 0.1}}
+    if name == "digits":
+        kwargs["shift"] = {"rotation": (-20, 20), "noise": 0.1}
+    problems = {task: load_builtin(name, task=task, **kwargs) for task in TASK_VARIANTS}
+    ref = problems["digit"]
+    for task, p in problems.items():
+        assert p.domain == ref.domain, task
+        assert p.name == f"{ref.domain.name}/{task}"
+        for split in ("train", "val", "test"):
+            assert torch.equal(p.splits()[split].x, ref.splits()[split].x), (task, split)
+    # the position targets say where the samples of every variant were placed
+    size = ref.domain.input_shape[1] - (8 if name == "digits" else 40)
+    where = (all_y(problems["position"]) * max(size, 1)).round().long()
+    clean = load_builtin(name, task="position", n=n, seed=5, canvas=canvas)
+    assert torch.equal((all_y(clean) * max(size, 1)).round().long(), where)
+
+
+def test_canvas_is_deterministic_and_depends_on_the_seed():
+    a = load_builtin("digits", n=200, seed=1, canvas=16)
+    b = load_builtin("digits", n=200, seed=1, canvas=16, task="gt4")
+    c = load_builtin("digits", n=200, seed=2, canvas=16)
+    assert torch.equal(all_x(a), all_x(b))
+    first = (all_x(a) != 0).flatten(1).float().argmax(1)
+    other = (all_x(c) != 0).flatten(1).float().argmax(1)
+    assert not torch.equal(first, other)
+
+
+def test_position_and_digit_on_one_canvas_are_the_same_domain():
+    source = load_builtin("digits", task="digit", canvas=16, n=100)
+    target = load_builtin("digits", task="position", n=100)
+    assert source.domain == target.domain
+    assert source.domain.name == "digits-canvas16x16"
+    assert source.domain.input_shape == (1, 16, 16)
+    assert source.name != target.name
+    assert torch.equal(all_x(source), all_x(target))
+
+
+@pytest.mark.parametrize(
+    ("name", "canvas", "pattern"),
+    [
+        ("digits", 7, r"canvas=7 is too small.*>= 8"),
+        ("digits", 0, r"canvas=0 is too small.*>= 8"),
+        ("mnist1d", 39, r"canvas=39 is too small.*>= 40"),
+        ("digits", 16.0, r"canvas must be an integer.*16\.0"),
+        ("digits", "16", r"canvas must be an integer"),
+        ("digits", True, r"canvas must be an integer"),
+        ("digits", (16, 16), r"canvas must be an integer"),
+    ],
+)
+def test_bad_canvas(name, canvas, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_builtin(name, canvas=canvas, n=50)
 
 
 # ------------------------------------------------------------------------------------------------

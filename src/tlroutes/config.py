@@ -42,7 +42,8 @@ class DataSpec(_Spec):
     task: str = Field(
         "digit",
         description="Built-in data: the task variant — 'digit' (10 classes), 'parity', 'gt4' "
-        "(greater than 4) or 'position' (regression: where the digit sits on a larger canvas). "
+        "(greater than 4), 'properties' (multilabel: even, >4, prime, loop) or 'position' "
+        "(regression: where the digit sits on a larger canvas). "
         ".npz data: the task kind — 'classification', 'multilabel' or 'regression'. "
         "Default 'digit'.",
     )
@@ -54,6 +55,11 @@ class DataSpec(_Spec):
     )
     classes: list[int] | None = Field(
         None, description="Built-in data: keep only these digit classes. Default: all ten."
+    )
+    canvas: int | None = Field(
+        None, ge=1, description="Built-in data: paste every sample at a random place on a zero "
+        "canvas of this size (images: side in pixels, at least 8; signals: length, at least "
+        "40). Default: no canvas (16 / 80 for task 'position').",
     )
     n: int | None = Field(
         None, ge=3, description="Keep this many samples before splitting. Default: all."

@@ -1,8 +1,10 @@
 """Data: built-in datasets with domain shifts and task variants, splits, and shift functions.
 
 - :func:`load_builtin` — ``digits`` (8×8 images) or ``mnist1d`` (length-40 signals) as a
-  :class:`~tlroutes.problem.Problem`, with a task variant (:data:`TASK_VARIANTS`) and a shift
-  (:data:`IMAGE_SHIFTS`, :data:`SIGNAL_SHIFTS`).
+  :class:`~tlroutes.problem.Problem`, with a task variant (:data:`TASK_VARIANTS`: classification,
+  the multilabel ``properties`` or the ``position`` regression), a shift (:data:`IMAGE_SHIFTS`,
+  :data:`SIGNAL_SHIFTS`) and an optional ``canvas`` (samples pasted at random places on a larger
+  zero canvas; the domain then depends on the canvas, never on the task variant).
 - Image shifts as pure tensor functions on ``(N, C, H, W)`` batches: :func:`rotate`,
   :func:`rescale`, :func:`blur`, :func:`invert`, :func:`add_noise`.
 - Seeded stratified splitting: :func:`split_indices`, :func:`stratified_order`.

@@ -36,6 +36,7 @@ def _load(spec: DataSpec, seed: int, role: str) -> Problem:
             seed=seed,
             split=tuple(spec.split),
             classes=spec.classes,
+            canvas=spec.canvas,
         )
     except TLRoutesError as exc:
         raise type(exc)(f"{role}: {exc}") from exc

@@ -16,6 +16,8 @@ from tlroutes.matrix import Route
 MODULES: dict[Route, str] = {
     Route.TASK_FINE_TUNING: "tlroutes.routes.task_fine_tuning",
     Route.DOMAIN_ADAPTATION: "tlroutes.routes.domain_adaptation",
+    Route.TASK_ADAPTATION: "tlroutes.routes.task_adaptation",
+    Route.MODALITY_TRANSFER: "tlroutes.routes.modality_transfer",
 }
 
 

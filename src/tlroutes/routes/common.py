@@ -39,13 +39,27 @@ def load(spec: DataSpec, run_seed: int, role: str) -> Problem:
     return load_problem(spec, run_seed if spec.seed is None else spec.seed, role)
 
 
-def build(m: ModelSpec, domains: dict[str, Domain], tasks: dict[str, Task]) -> TransferModel:
+def build(
+    m: ModelSpec, domains: dict[str, Domain], tasks: dict[str, Task], *, fresh: bool = False,
+    head_args: dict[str, Any] | None = None,
+) -> TransferModel:
     """Build the run file's model for these domains (stems) and tasks (heads).
 
-    ``model.weights``, when given, is loaded into the trunk (mismatched keys are named).
+    Args:
+        m: the run file's ``model`` block. ``model.weights``, when given, is loaded into the
+            trunk (mismatched keys are named).
+        domains, tasks: one stem per domain, one head per task, by key.
+        fresh: the same architecture from scratch — no weights file, and every layer of a
+            pretrained trunk re-initialised (the honest baseline). Default False.
+        head_args: arguments of every head (e.g. ``{"hidden": 128}``). Default none.
     """
-    model = build_model(domains, tasks, m.trunk, m.trunk_args, m.stem, m.stem_args)
-    if m.weights:
+    model = build_model(domains, tasks, m.trunk, m.trunk_args, m.stem, m.stem_args,
+                        head_args=head_args)
+    if fresh:
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    elif m.weights:
         from tlroutes.backbones.pretrained import load_pretrained
 
         load_pretrained(model.trunk, m.weights)

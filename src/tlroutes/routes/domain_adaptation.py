@@ -158,7 +158,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     baselines = {"source_only": source_only}
     if labelled is not None:
         trainer.seed_for("baseline-model")
-        scratch = build(spec.model, {"input": target.domain}, {"task": target.task})
+        scratch = build(spec.model, {"input": target.domain}, {"task": target.task},
+                        fresh=True)
         labelled_problem = Problem(target.name, target.task, target.domain, labelled,
                                    target.val, target.test)
         trainer.fit(supervised_stage("target_supervised", scratch, labelled_problem, t,

@@ -163,10 +163,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     baseline = None
     if spec.baseline:
         trainer.seed_for("baseline-model")
-        scratch = build(spec.model.model_copy(update={"weights": None}),
-                        {"input": target.domain}, {"target": target.task})
-        if spec.model.weights is None and spec.source is None:
-            _reinitialise(scratch)
+        scratch = build(spec.model, {"input": target.domain}, {"target": target.task},
+                        fresh=True)
         trainer.fit(supervised_stage("baseline", scratch, target, t, spec.seed))
         baseline = evaluate(scratch, target.test, target.task)
 
@@ -185,9 +183,3 @@ def _thaw(model: nn.Module, part: str) -> None:
     else:
         unfreeze(model, parts=[part])
 
-
-def _reinitialise(model: nn.Module) -> None:
-    """Reset every layer that can reset itself: a pretrained trunk's from-scratch twin."""
-    for module in model.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()

@@ -39,3 +39,19 @@ class SupervisedStep(nn.Module):
     def forward(self, batch: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
         x, y = batch[self.stream]
         return task_loss(self.task, self.model(x, self.stem, self.head), y)
+
+
+class HeadStep(nn.Module):
+    """Train a head alone on precomputed features: ``task_loss(task, head(f), y)``.
+
+    Used while the trunk is frozen: its features are computed once (see
+    :func:`tlroutes.train.features.cache_features`) instead of on every step.
+    """
+
+    def __init__(self, head: nn.Module, task: Task, stream: str = "train") -> None:
+        super().__init__()
+        self.head, self.task, self.stream = head, task, stream
+
+    def forward(self, batch: dict[str, tuple[Tensor, Tensor]]) -> Tensor:
+        f, y = batch[self.stream]
+        return task_loss(self.task, self.head(f), y)

@@ -1,0 +1,122 @@
+"""Task Adaptation: the carried-over trunk as a feature extractor for a new kind of task.
+
+Different task kind, same domain, one after the other (a classifier's backbone + a new network
+for localisation).
+
+Recipe:
+1. ``source``: train on the source task (skipped when ``source: null``: the pretrained trunk is
+   the source).
+2. Freeze stem and trunk; give the target task a new head (a small network when
+   ``head_hidden`` > 0).
+3. ``probe``: train the head. While the trunk is frozen its features are computed once and
+   cached (``cache_features``), so each epoch costs only the head's work.
+4. ``finetune`` (optional, LP-FT; Kumar et al., ICLR 2022): unfreeze everything and train on at
+   a small learning rate, starting from the trained head.
+5. ``baseline``: the same architecture from scratch on the target, with the probe's and the
+   fine-tuning's epochs together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from tlroutes.backbones import create_head
+from tlroutes.config import RunSpec
+from tlroutes.matrix import Route
+from tlroutes.model import count_parameters, freeze, unfreeze
+from tlroutes.objectives.tasks import task_metrics
+from tlroutes.routes.common import (
+    RecipeSpec,
+    build,
+    evaluate,
+    load,
+    require_fit,
+    stage,
+    stream,
+    summarise,
+    supervised_stage,
+)
+from tlroutes.train.engine import Trainer
+from tlroutes.train.features import cache_features
+from tlroutes.train.steps import HeadStep
+
+ROUTE = Route.TASK_ADAPTATION
+
+
+class Recipe(RecipeSpec):
+    """Task Adaptation settings (the run file's ``recipe:`` block)."""
+
+    head_hidden: int = Field(
+        128, ge=0, description="Hidden width of the new task's head (a small network); 0 makes "
+        "it linear. Default 128.",
+    )
+    cache_features: bool = Field(
+        True, description="Compute the frozen trunk's features once and train the head on them. "
+        "Default true.",
+    )
+    finetune_epochs: int = Field(
+        0, ge=0, description="After the probe, fine-tune everything for this many epochs "
+        "(LP-FT); 0 (default) keeps the trunk frozen.",
+    )
+    finetune_lr: float = Field(1e-4, gt=0, description="Learning rate of the fine-tuning. "
+                               "Default 1e-4.")
+
+
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
+    """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
+    target = load(spec.target, spec.seed, "target")
+    source = load(spec.source, spec.seed, "source") if spec.source is not None else None
+    if source is not None:
+        require_fit(ROUTE, source, target)
+    first = source or target
+
+    trainer.seed_for("model")
+    model = build(spec.model, {"input": first.domain}, {"source": first.task})
+    if source is not None:
+        trainer.fit(supervised_stage("source", model, source, spec.source_training, spec.seed,
+                                     head="source"))
+
+    trainer.seed_for("target-head")
+    head_args = {"hidden": recipe.head_hidden} if recipe.head_hidden else {}
+    model.add_head("target", create_head(target.task, model.trunk.out_dim, **head_args),
+                   target.task)
+    model.remove_head("source")
+    freeze(model, parts=["stems", "trunk"])
+    t = spec.target_training
+    if recipe.cache_features:
+        model.to(trainer.device)
+        train, val = (cache_features(model, s) for s in (target.train, target.val))
+        head = model.heads["target"]
+        trainer.fit(stage(
+            "probe", HeadStep(head, target.task), {"train": stream(train, t, spec.seed, "probe")},
+            lambda: task_metrics(target.task, head(val.x), val.y), target.task, t))
+    else:
+        trainer.fit(supervised_stage("probe", model, target, t, spec.seed, head="target",
+                                     eval_modules=[model.stems, model.trunk]))
+    frozen_metrics = evaluate(model, target.test, target.task, head="target")
+    metrics = frozen_metrics
+    if recipe.finetune_epochs:
+        unfreeze(model, parts=["stems", "trunk"])
+        trainer.fit(supervised_stage("finetune", model, target, t, spec.seed, head="target",
+                                     epochs=recipe.finetune_epochs, lr=recipe.finetune_lr))
+        metrics = evaluate(model, target.test, target.task, head="target")
+
+    baseline = None
+    if spec.baseline:
+        trainer.seed_for("baseline-model")
+        scratch = build(spec.model, {"input": target.domain}, {"target": target.task},
+                        fresh=True, head_args=head_args)
+        trainer.fit(supervised_stage("baseline", scratch, target, t, spec.seed,
+                                     epochs=t.epochs + recipe.finetune_epochs))
+        baseline = evaluate(scratch, target.test, target.task)
+
+    return summarise(
+        ROUTE, target.task, metrics, baseline,
+        carried_over="stem and trunk (frozen" + (", then fine-tuned)" if recipe.finetune_epochs
+                                                 else ")"),
+        frozen_trunk_metrics=frozen_metrics, cached_features=recipe.cache_features,
+        trainable_parameters_in_probe=count_parameters(model.heads["target"]),
+        source=source.name if source else spec.model.trunk, target=target.name,
+    )
