@@ -118,7 +118,9 @@ def _check_folder(out: Path, spec: RunSpec, resume: bool) -> str | None:
     """None when ``out`` may be used, else the message saying why not."""
     saved = out / "run.yaml"
     if not resume:
-        if saved.exists() or (out / "checkpoints").exists():
+        # A run.yaml alone (a run that stopped before training anything) holds no work.
+        work = [p for p in ("checkpoints", "summary.json", "seed-*") if list(out.glob(p))]
+        if work:
             return (f"{out} already holds a run. Pass --resume to continue it, or choose another "
                     "--out folder.")
         return None

@@ -683,8 +683,10 @@ class MinimumClassConfusionLoss(nn.Module):
     5. :math:`\mathcal{L} = \frac{1}{K}\big(\sum_{j,k}\tilde C_{jk} - \mathrm{tr}\,\tilde C\big)`,
        the mean off-diagonal (between-class) confusion per class.
 
-    Confident predictions of distinct classes give 0. A class that no sample predicts at all has a
-    zero row, which is left at zero (not divided by zero). Paper: Jin, Wang, Long & Wang,
+    Confident predictions covering every class once give 0. A class whose column is exactly zero
+    has a zero row, which is left at zero (not divided by zero); but a class that is merely absent
+    from the batch still has tiny probabilities, so its normalised row spreads over the predicted
+    classes and adds ≈ 1/K: a batch smaller than K cannot reach 0. Paper: Jin, Wang, Long & Wang,
     "Minimum Class Confusion for Versatile Domain Adaptation", ECCV 2020.
 
     Args:

@@ -155,6 +155,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
                           target.task, t, monitor=monitor, mode=mode))
         metrics = evaluate(model, target.test, target.task, head="task")
 
+    trainer.save_model(model)
     baselines = {"source_only": source_only}
     if labelled is not None:
         trainer.seed_for("baseline-model")

@@ -79,6 +79,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     trainer.fit(supervised_stage("target", model, target, t, spec.seed, stem="target",
                                  head="target", eval_modules=[model.trunk]))
     metrics = evaluate(model, target.test, target.task, stem="target", head="target")
+    trainer.save_model(model)
     extra: dict[str, Any] = {
         "trainable_parameters": count_parameters(model, trainable_only=True),
         "all_parameters": count_parameters(model),

@@ -103,6 +103,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
                                      epochs=recipe.finetune_epochs, lr=recipe.finetune_lr))
         metrics = evaluate(model, target.test, target.task, head="target")
 
+    trainer.save_model(model)
     baseline = None
     if spec.baseline:
         trainer.seed_for("baseline-model")

@@ -159,6 +159,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
                           lambda: evaluate(model, target.val, target.task, head="target"),
                           target.task, t, param_groups=groups))
     metrics = evaluate(model, target.test, target.task, head="target")
+    trainer.save_model(model)
 
     baseline = None
     if spec.baseline:

@@ -158,6 +158,13 @@ class Trainer:
         """Seed every RNG from the run seed and ``names`` (call before building a model)."""
         seed_everything(derive_seed(self.seed, *names))
 
+    def save_model(self, model: nn.Module, name: str = "model") -> Path:
+        """Save a recipe's trained model as ``<run_dir>/<name>.safetensors`` (first process)."""
+        path = self.run_dir / f"{name}.safetensors"
+        if self.is_main:
+            save_weights_atomic(model, path)
+        return path
+
     def stage_dir(self, name: str) -> Path:
         """The checkpoint folder of stage ``name``."""
         return self.run_dir / "checkpoints" / name
