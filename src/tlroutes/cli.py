@@ -84,7 +84,8 @@ def demo(
 def summary_table(summaries: list[dict]) -> Table:
     """One row per run: route, what was carried over, target metric, baseline, gain."""
     table = Table(title="tlroutes: transfer against the from-scratch baseline")
-    for col in ("route", "carried over / shared", "metric", "transfer", "baseline", "gain"):
+    for col in ("route", "carried over / shared", "metric", "transfer", "baseline", "gain",
+                "also measured"):
         table.add_column(col, justify="right" if col in ("transfer", "baseline", "gain")
                          else "left")
     for s in summaries:
@@ -94,9 +95,12 @@ def summary_table(summaries: list[dict]) -> Table:
         gain_text = "-" if gain is None else f"{gain:+.3f}"
         if s.get("negative_transfer"):
             gain_text += " (negative transfer)"
+        if s.get("gain_std") is not None:
+            gain_text += f" ± {s['gain_std']:.3f}"
+        also = "; ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in s.get("also", {}).items())
         table.add_row(
             s["route_title"], s.get("carried_over", ""), name, f"{s['metrics'][name]:.3f}",
-            f"{base[name]:.3f}" if name in base else "-", gain_text,
+            f"{base[name]:.3f}" if name in base else "-", gain_text, also,
         )
     return table
 

@@ -101,6 +101,8 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         out[key] = {m: statistics.fmean(s[key][m] for s in summaries) for m in first[key]}
         out[f"{key}_std"] = {m: _std([s[key][m] for s in summaries]) for m in first[key]}
+    if first.get("also"):
+        out["also"] = {k: statistics.fmean(s["also"][k] for s in summaries) for k in first["also"]}
     gains = [s["gain"] for s in summaries if s.get("gain") is not None]
     out["gain"] = statistics.fmean(gains) if gains else None
     out["gain_std"] = _std(gains) if gains else None

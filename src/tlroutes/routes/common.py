@@ -165,6 +165,15 @@ def summarise(
         summary["gain"] = diff if higher else -diff
         summary["negative_transfer"] = summary["gain"] < 0
     summary.update(extra)
+    # Other comparisons a recipe measured (controls, alternative baselines), by primary metric.
+    summary["also"] = {
+        key: value[name] for key, value in extra.get("baselines", {}).items()
+        if value is not None and value is not baseline
+    }
+    if isinstance(extra.get("control"), dict):
+        summary["also"]["random-init control"] = extra["control"][name]
+    if "frozen_trunk_metrics" in extra and extra["frozen_trunk_metrics"] is not metrics:
+        summary["also"]["frozen trunk"] = extra["frozen_trunk_metrics"][name]
     return summary
 
 
