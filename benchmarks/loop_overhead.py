@@ -162,7 +162,8 @@ def measure(problem: Problem, trunk: str, batch: int, epochs: int, steps: int, r
     run_engine(problem, trunk, batch, 1, min(steps, 20), 0, threads)
     run_hand_written(problem, trunk, batch, 1, min(steps, 20), 0, threads)
     out: dict[str, list[float]] = {k: [] for k in (
-        "engine_steps", "engine_fit", "hand", "ratio_steps", "ratio_fit", "loss_e", "loss_h")}
+        "engine_steps", "engine_fit", "hand", "ratio_steps", "ratio_fit", "overhead_us", "loss_e",
+        "loss_h")}
     for r in range(repeats):
         if r % 2 == 0:
             e, h = engine(), hand()
@@ -173,6 +174,7 @@ def measure(problem: Problem, trunk: str, batch: int, epochs: int, steps: int, r
         out["hand"].append(h.steps / h.step_s)
         out["ratio_steps"].append(out["engine_steps"][-1] / out["hand"][-1])
         out["ratio_fit"].append(out["engine_fit"][-1] / out["hand"][-1])
+        out["overhead_us"].append((e.step_s - h.step_s) / e.steps * 1e6)
         out["loss_e"].append(e.final_loss)
         out["loss_h"].append(h.final_loss)
     return out
@@ -209,9 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     print("columns: steps/s of the hand-written loop and of the engine's step loop (medians);")
     print("  ratio (steps): median, min and max of the per-repeat engine/hand ratios; best-of:")
     print("  fastest engine run / fastest hand run; fit: steps / whole fit() time and its ratio;")
+    print("  extra us: engine minus hand-written time per step (median, microseconds);")
     print("  loss e/h: last-epoch training loss of each (a check that both train alike)\n")
     header = (f"{'trunk':<6} {'batch':>5} {'hand':>9} {'engine':>9} {'ratio':>7} {'min':>6} "
-              f"{'max':>6} {'best-of':>7} {'fit':>9} {'ratio':>7}  {'loss e/h':>11}")
+              f"{'max':>6} {'best-of':>7} {'fit':>9} {'ratio':>7} {'extra us':>8}  "
+              f"{'loss e/h':>11}")
     print(header)
     print("-" * len(header))
     all_steps: list[float] = []
@@ -224,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{trunk:<6} {batch:>5} {med(m['hand']):>9.1f} {med(m['engine_steps']):>9.1f} "
                   f"{med(m['ratio_steps']):>7.3f} {min(m['ratio_steps']):>6.3f} "
                   f"{max(m['ratio_steps']):>6.3f} {best:>7.3f} {med(m['engine_fit']):>9.1f} "
-                  f"{med(m['ratio_fit']):>7.3f}  {med(m['loss_e']):.3f}/{med(m['loss_h']):.3f}",
+                  f"{med(m['ratio_fit']):>7.3f} {med(m['overhead_us']):>8.0f}  "
+                  f"{med(m['loss_e']):.3f}/{med(m['loss_h']):.3f}",
                   flush=True)
             all_steps += m["ratio_steps"]
             all_fit += m["ratio_fit"]

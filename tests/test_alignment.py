@@ -197,14 +197,14 @@ def _shift_problem(n: int, domain: int, g: torch.Generator):
     """x = [signal, 20 noise dims, spurious u, domain flag], two classes.
 
     The signal (±1.5 + N(0, 1)) means the same in both domains. The spurious feature u is
-    ±2 + N(0, 0.5) with the label in the source, so a source-only model leans on it, but sits at
-    5 + N(0, 0.5) whatever the label in the target. The last feature *is* the domain label.
+    ±1 + N(0, 0.5) with the label in the source, so a source-only model leans on it, but sits at
+    6 + N(0, 0.5) whatever the label in the target. The last feature *is* the domain label.
     """
     y = torch.randint(0, 2, (n,), generator=g)
     sign = 2.0 * y - 1.0
     s = torch.randn(n, 1 + N_NOISE, generator=g)
     s[:, 0] += 1.5 * sign
-    u = (2.0 * sign if domain == 0 else torch.full((n,), 5.0)) + 0.5 * torch.randn(n, generator=g)
+    u = (1.0 * sign if domain == 0 else torch.full((n,), 6.0)) + 0.5 * torch.randn(n, generator=g)
     flag = torch.full((n, 1), float(domain))
     return torch.cat([s, u[:, None], flag], dim=1), y
 
@@ -249,12 +249,13 @@ def test_dann_removes_the_domain_feature_and_lowers_target_error(seed):
     dann_error, dann_probe = _train_shift(seed, adapt=True, steps=300)
     # Source-only: the features show the domain, and the spurious feature sends every target
     # sample to class 1 (error ≈ 50 %).
-    assert src_probe > 0.93
+    # (seeds 0-7 give probe >= 0.989, error >= 0.48)
+    assert src_probe > 0.97
     assert src_error > 0.4
-    # DANN: a fresh probe can barely tell the domains apart, and the target error is near the
-    # signal's Bayes error Φ(-1.5) ≈ 6.7 %. Without the reversal (wrong sign) the probe scores
-    # 1.0 and the error stays ≈ 50 %.
-    assert dann_probe < 0.8
+    # DANN: a fresh probe tells the domains apart far less well (seeds 0-7: <= 0.78, mean 0.73),
+    # and the target error falls to near the signal's Bayes error Φ(-1.5) ≈ 6.7 % (seeds 0-7:
+    # <= 0.11). With the reversal's sign flipped the probe scores 1.0 and the error stays ≈ 50 %.
+    assert dann_probe < 0.85
     assert dann_error < 0.2
     assert dann_error < src_error - 0.25
 

@@ -316,7 +316,9 @@ def _select(
     empty = []
     for key in parts + patterns:
         hits = {n for n in names if _matches(key, n)}
-        if not hits:
+        # A part that exists but holds no parameters (e.g. the parameter-free imagenet stem) has
+        # nothing to select; only patterns (and parameter names) that match nothing are errors.
+        if not hits and not (key in parts and key in modules):
             empty.append(key)
         selected |= hits
     if empty:
