@@ -218,8 +218,9 @@ def _train_shift(seed: int, adapt: bool, steps: int):
     encoder = nn.Linear(xs.shape[1], 8)
     classifier = nn.Linear(8, 2)
     dann = DomainAdversarialLoss(8, hidden=32, depth=2, max_steps=steps)
-    opt = torch.optim.Adam([*encoder.parameters(), *classifier.parameters(),
-                            *dann.parameters()], lr=1e-2)
+    opt = torch.optim.Adam(
+        [*encoder.parameters(), *classifier.parameters(), *dann.parameters()], lr=1e-2
+    )
     # DANN's learning-rate annealing, lr_p = lr_0 / (1 + 10 p)^0.75, lets the game settle.
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: (1 + 10 * k / steps) ** -0.75)
     for _ in range(steps):
@@ -315,8 +316,10 @@ def test_mmd_matches_numpy_on_tiny_cases():
     # linear-time estimator: quad-tuples (x1, x2, y1, y2), (x3, x4, y3, y4)
     xs4, xt4 = rng.randn(4, 2), rng.randn(4, 2)
     k = lambda a, b: np.exp(-((a - b) ** 2).sum() / 2.0)  # noqa: E731  sigma = 1
-    h = [k(xs4[a], xs4[b]) + k(xt4[a], xt4[b]) - k(xs4[a], xt4[b]) - k(xs4[b], xt4[a])
-         for a, b in ((0, 1), (2, 3))]
+    h = [
+        k(xs4[a], xs4[b]) + k(xt4[a], xt4[b]) - k(xs4[a], xt4[b]) - k(xs4[b], xt4[a])
+        for a, b in ((0, 1), (2, 3))
+    ]
     lin = MultipleKernelMMD([GaussianKernel(sigma=1.0)], linear=True)
     got = lin(torch.from_numpy(xs4), torch.from_numpy(xt4)).item()
     assert got == pytest.approx(np.mean(h), rel=1e-10)
@@ -447,9 +450,7 @@ def test_information_maximization_known_answers():
     # p1 = (1, 0), p2 = (1/2, 1/2): H(3/4, 1/4) - (0 + log 2) / 2
     mixed = np.array([[1.0, 0.0], [0.5, 0.5]])
     h_mean = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
-    assert information_maximization(mixed, is_probs=True) == pytest.approx(
-        h_mean - math.log(2) / 2
-    )
+    assert information_maximization(mixed, is_probs=True) == pytest.approx(h_mean - math.log(2) / 2)
     with pytest.raises(DataError):
         information_maximization(mixed * 2, is_probs=True)
 

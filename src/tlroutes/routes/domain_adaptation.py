@@ -90,7 +90,10 @@ class AdaptationStep(nn.Module):
             xl, yl = batch["target_labeled"]
             loss = loss + task_loss(self.task, self.model(xl, head="task"), yl)
         transfer = _alignment(self.method, self.align, f_s, f_t, g_s, g_t)
-        return loss + self.trade_off * transfer, {"transfer_loss": transfer}
+        logs = {"transfer_loss": transfer}
+        if getattr(self.align, "last_accuracy", None) is not None:
+            logs["domain_accuracy"] = torch.as_tensor(self.align.last_accuracy)
+        return loss + self.trade_off * transfer, logs
 
 
 def _alignment(method: str, align, f_s, f_t, g_s, g_t) -> Tensor:
