@@ -21,7 +21,8 @@ the same initial head weights. The only difference is where a batch's features c
 * **cached** — ``f = cached[idx]``, after one ``cache_features(model, train)`` pass (timed
   separately; it runs the same stem + trunk once over the train split, batched by 1024).
 
-Reported per repeat, then as medians over repeats (recompute and cached runs are interleaved, the
+Reported per repeat (the cached epoch is timed ``--cached-epochs`` times per repeat and its
+median kept), then as medians over repeats (recompute and cached runs are interleaved, the
 order alternating, after an untimed warm-up of each): seconds per epoch of each side, the
 **per-epoch ratio** recompute / cached, and the **amortised ratio** for E epochs, counting the
 one-off cache pass: ``E·t_recompute / (t_cache + E·t_cached)`` for E = 1, 5, 20 (the break-even E
@@ -81,8 +82,11 @@ def make_model(problem: Problem, size: int, hidden: int):
                         stem="imagenet", stem_args={"size": size},
                         head_args={"hidden": hidden})
     freeze(model, parts=["stems", "trunk"])
-    model.stems.eval()
-    model.trunk.eval()
+    # The whole model in eval mode (train_epoch puts only the head in train mode): the frozen
+    # trunk's BatchNorm uses its running statistics and drop-connect is off, on both sides.
+    # (cache_features restores the mode it found, so a model left in train mode would run the
+    # trunk in train mode on the recompute side after the first cache pass.)
+    model.eval()
     return model
 
 
@@ -130,9 +134,15 @@ def measure(problem: Problem, args: argparse.Namespace) -> dict[str, list[float]
         t0 = time.perf_counter()
         cached = cache_features(model, problem.train)
         t_cache = time.perf_counter() - t0
-        t, loss = train_epoch(model, head, lambda idx: cached.x[idx], y, order,
-                              args.batch_size, problem.task)
-        return t_cache, t, loss, cached.x
+        # A cached epoch takes milliseconds: time several (each from the same initial head)
+        # and keep the median, so that one scheduling hiccup does not decide the ratio.
+        runs = []
+        for _ in range(args.cached_epochs):
+            head.load_state_dict(init)
+            runs.append(train_epoch(model, head, lambda idx: cached.x[idx], y, order,
+                                    args.batch_size, problem.task))
+        t = statistics.median(r[0] for r in runs)
+        return t_cache, t, runs[-1][1], cached.x
 
     # Warm-up (allocator, kernel choice, lazy init), untimed: a few batches of each.
     short = order[: 2 * args.batch_size]
@@ -218,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=128, help="head hidden width")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats")
+    parser.add_argument("--cached-epochs", type=int, default=5,
+                        help="cached epochs timed per repeat (their median is used)")
     parser.add_argument("--route-epochs", type=int, default=3,
                         help="epochs of the end-to-end route comparison; 0 skips it")
     parser.add_argument("--quick", action="store_true",

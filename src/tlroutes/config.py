@@ -170,6 +170,11 @@ class RunSpec(_Spec):
     target: DataSpec = Field(
         default_factory=DataSpec, description="The problem knowledge goes to."
     )
+    problems: dict[str, DataSpec] = Field(
+        default_factory=dict, description="Simultaneous routes (Dataset Merging, Weight "
+        "Sharing, Multi-Task Learning): the problems learned at once, by name. Sequential "
+        "routes use source and target instead. Default {}.",
+    )
     model: ModelSpec = Field(default_factory=ModelSpec, description="The network.")
     source_training: TrainSpec = Field(
         default_factory=TrainSpec, description="Training on the source problem."
@@ -177,6 +182,10 @@ class RunSpec(_Spec):
     target_training: TrainSpec = Field(
         default_factory=TrainSpec, description="Training on the target problem; the "
         "from-scratch baseline gets the same budget.",
+    )
+    training: TrainSpec = Field(
+        default_factory=TrainSpec, description="Simultaneous routes: the joint stage; each "
+        "separate single-problem baseline gets the same epochs and batch size.",
     )
     baseline: bool = Field(
         True, description="Also train the same model from scratch on the target with the "

@@ -18,6 +18,7 @@ MODULES: dict[Route, str] = {
     Route.DOMAIN_ADAPTATION: "tlroutes.routes.domain_adaptation",
     Route.TASK_ADAPTATION: "tlroutes.routes.task_adaptation",
     Route.MODALITY_TRANSFER: "tlroutes.routes.modality_transfer",
+    Route.DATASET_MERGING: "tlroutes.routes.dataset_merging",
 }
 
 

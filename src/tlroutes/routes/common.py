@@ -139,6 +139,22 @@ def require_fit(route: Route, source: Problem, target: Problem) -> None:
     )
 
 
+def require_same_cell(route: Route, problems: dict[str, Problem]) -> None:
+    """Raise :class:`ConfigError` unless every problem pairs with the first in ``route``'s cell."""
+    names = list(problems)
+    first = problems[names[0]]
+    for name in names[1:]:
+        task, domain = relation(first, problems[name])
+        fits = route_for(task=task, domain=domain, order=route.order)
+        if fits is not route:
+            raise ConfigError(
+                f"The {route.title} route needs the {route.task} task and the {route.domain} "
+                f"domain for every problem, but '{names[0]}' and '{name}' have the {task} task "
+                f"and the {domain} domain. The route that fits them is {fits.title} "
+                f"(route: {fits.value})."
+            )
+
+
 def summarise(
     route: Route, task: Task, metrics: dict[str, float], baseline: dict[str, float] | None,
     **extra: Any,

@@ -1,0 +1,139 @@
+"""Dataset Merging: two or more datasets of one task and one domain, one model, trained at once.
+
+Same task, same domain, simultaneously (ImageNet + scraped images → one better classifier).
+
+Recipe:
+1. Load the problems; harmonise their label sets through ``label_map`` (a CSV/TSV of
+   ``dataset, label, merged``; an unmapped label is an error), or require identical label sets.
+2. Look for exact and near duplicates across the datasets; the leakage report (a train sample of
+   one dataset that is also in another's validation or test split) goes into the summary, and
+   ``deduplicate: drop`` removes the leaking training samples.
+3. ``merged``: one model on batches mixed from every dataset (``mixing``: proportional,
+   balanced, or temperature with a cap); selection on the pooled validation splits.
+4. Baselines: one model per dataset, trained alone with the same epochs. Every sample keeps its
+   source, so metrics are reported per source as well as pooled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from tlroutes.config import RunSpec
+from tlroutes.data.merging import leakage_report, load_label_map
+from tlroutes.data.mixing import MixedStream
+from tlroutes.errors import ConfigError
+from tlroutes.matrix import Route
+from tlroutes.objectives.tasks import primary_metric
+from tlroutes.problem import Split
+from tlroutes.routes.common import (
+    RecipeSpec,
+    build,
+    evaluate,
+    load,
+    require_same_cell,
+    stage,
+    summarise,
+    supervised_stage,
+)
+from tlroutes.train.engine import Trainer
+from tlroutes.train.seeding import derive_seed
+from tlroutes.train.steps import SupervisedStep
+
+ROUTE = Route.DATASET_MERGING
+
+
+class Recipe(RecipeSpec):
+    """Dataset Merging settings (the run file's ``recipe:`` block)."""
+
+    label_map: str | None = Field(
+        None, description="CSV/TSV file with columns dataset, label, merged (merged = DROP drops "
+        "the label). Default: the datasets must share one label set.",
+    )
+    mixing: Literal["proportional", "balanced", "temperature"] = Field(
+        "proportional", description="How batches mix the datasets: in proportion to their size "
+        "(default), equally, or ∝ size^(1/temperature).",
+    )
+    temperature: float | None = Field(
+        None, gt=0, description="For mixing 'temperature'. Default: none (required there).",
+    )
+    cap: float | None = Field(
+        None, gt=0, le=1, description="Largest share any dataset may take of a batch. "
+        "Default: no cap.",
+    )
+    deduplicate: Literal["report", "drop"] = Field(
+        "report", description="'report' (default) lists duplicates and leaks; 'drop' also "
+        "removes leaking training samples before training.",
+    )
+    threshold: float = Field(
+        0.99, gt=0, le=1, description="Near-duplicate threshold on the correlation of two "
+        "samples. Default 0.99.",
+    )
+
+
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
+    """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
+    if len(spec.problems) < 2:
+        raise ConfigError("Dataset Merging needs at least two datasets under `problems:`, e.g. "
+                          "problems: {a: {dataset: digits}, b: {dataset: my.npz}}.")
+    problems = {name: load(d, spec.seed, name) for name, d in spec.problems.items()}
+    if recipe.label_map:
+        problems = load_label_map(recipe.label_map, datasets=list(problems)).apply_all(problems)
+    require_same_cell(ROUTE, problems)
+    labels = {name: p.task.labels for name, p in problems.items()}
+    if len(set(labels.values())) > 1:
+        raise ConfigError(
+            f"The datasets' label sets differ ({labels}); give recipe.label_map, a CSV with "
+            "columns dataset,label,merged that maps each dataset's labels to one merged set."
+        )
+    report = leakage_report(problems, threshold=recipe.threshold, drop=recipe.deduplicate == "drop")
+    if recipe.deduplicate == "drop":
+        problems = report.cleaned
+    first = next(iter(problems.values()))
+    task, t = first.task, spec.training
+    pooled_val = _pool([p.val for p in problems.values()])
+
+    trainer.seed_for("model")
+    model = build(spec.model, {"input": first.domain}, {"task": task})
+    mixed = MixedStream({n: p.train for n, p in problems.items()}, t.batch_size,
+                        policy=recipe.mixing, temperature=recipe.temperature, cap=recipe.cap,
+                        seed=derive_seed(spec.seed, "merged"), name="merged")
+    trainer.fit(stage("merged", SupervisedStep(model, task), {"train": mixed},
+                      lambda: evaluate(model, pooled_val, task), task, t))
+    trainer.save_model(model)
+    per_source = {n: evaluate(model, p.test, task) for n, p in problems.items()}
+    metrics = {"pooled": evaluate(model, _pool([p.test for p in problems.values()]), task),
+               **per_source}
+
+    baseline = None
+    if spec.baseline:
+        baseline = {}
+        for name, problem in problems.items():
+            trainer.seed_for("baseline", name)
+            alone = build(spec.model, {"input": first.domain}, {"task": task}, fresh=True)
+            trainer.fit(supervised_stage(f"alone-{name}", alone, problem, t, spec.seed))
+            baseline[name] = evaluate(alone, problem.test, task)
+    key, higher = primary_metric(task)
+    mean = {key: _mean(per_source, key)}
+    summary = summarise(ROUTE, task, mean, None if baseline is None else
+                        {key: _mean(baseline, key)},
+                        carried_over="one stem, trunk and head for all datasets",
+                        per_source=metrics, per_source_baseline=baseline,
+                        mixing={"policy": recipe.mixing,
+                                "probabilities": dict(zip(problems, list(mixed.probabilities),
+                                                          strict=True))},
+                        leakage=report.to_dict(), leakage_summary=report.summary())
+    summary["metric_note"] = (f"metrics and baseline: the mean over sources of each source's "
+                              f"test {key}; per_source holds each source and the pooled test set")
+    return summary
+
+
+def _pool(splits: list[Split]) -> Split:
+    return Split(torch.cat([s.x for s in splits]), torch.cat([s.y for s in splits]))
+
+
+def _mean(per_source: dict[str, dict[str, float]], key: str) -> float:
+    return sum(m[key] for m in per_source.values()) / len(per_source)
+
