@@ -19,6 +19,7 @@ MODULES: dict[Route, str] = {
     Route.TASK_ADAPTATION: "tlroutes.routes.task_adaptation",
     Route.MODALITY_TRANSFER: "tlroutes.routes.modality_transfer",
     Route.DATASET_MERGING: "tlroutes.routes.dataset_merging",
+    Route.WEIGHT_SHARING: "tlroutes.routes.weight_sharing",
 }
 
 
