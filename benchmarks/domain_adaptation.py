@@ -79,7 +79,7 @@ def make_spec(args: argparse.Namespace, shift: str, method: str, selection: str,
         "target_training": {"epochs": args.adapt_epochs, "lr": args.adapt_lr,
                             "batch_size": args.batch_size},
         "recipe": {"method": method, "trade_off": args.trade_off, "selection": selection},
-        "hardware": {"accelerator": "cpu"},
+        "hardware": {"accelerator": "cpu", "threads": args.threads},
     }, source="benchmark")
 
 
@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapt-lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--trade-off", type=float, default=1.0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: all cores, as the engine does)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="write run folders here (default: a temporary folder, removed)")
     parser.add_argument("--quick", action="store_true",
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.source_epochs, args.adapt_epochs = 1, 2, 2
 
-    fabric = make_fabric(Hardware(accelerator="cpu"))
+    fabric = make_fabric(Hardware(accelerator="cpu", threads=args.threads))
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, threads {torch.get_num_threads()}, "
           f"python {sys.version.split()[0]}")
     print(f"digits -> digits+shift; trunk {args.trunk}; source {args.source_epochs} ep @ "

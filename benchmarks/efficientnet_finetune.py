@@ -65,7 +65,7 @@ def make_spec(args: argparse.Namespace):
                             "lr": args.lr},
         "baseline": True,
         "recipe": {"schedule": "full"},
-        "hardware": {"accelerator": "cpu"},
+        "hardware": {"accelerator": "cpu", "threads": args.threads},
     }, source="benchmark")
 
 
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: all cores, as the engine does)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="write the run folder here (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true",
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seeds, args.epochs, args.n = 1, 2, 200
 
     spec = make_spec(args)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, threads {torch.get_num_threads()}, "
           f"python {sys.version.split()[0]}")
     sizes = load_builtin("digits", n=args.n, split=tuple(spec.target.split)).meta["sizes"]

@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -241,9 +241,13 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
 
 
 def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
-    for part in loc:
-        field = model.model_fields.get(part)
+    parts = list(loc)
+    while parts:
+        field = model.model_fields.get(parts.pop(0))
         ann = getattr(field, "annotation", None)
+        if get_origin(ann) is dict and parts:  # a mapping of specs, e.g. jobs: {name: JobSpec}
+            ann = get_args(ann)[-1]
+            parts.pop(0)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return []
         model = ann

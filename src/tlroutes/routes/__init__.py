@@ -20,6 +20,8 @@ MODULES: dict[Route, str] = {
     Route.MODALITY_TRANSFER: "tlroutes.routes.modality_transfer",
     Route.DATASET_MERGING: "tlroutes.routes.dataset_merging",
     Route.WEIGHT_SHARING: "tlroutes.routes.weight_sharing",
+    Route.MULTI_TASK_LEARNING: "tlroutes.routes.multi_task_learning",
+    Route.PARALLEL_TRAINING: "tlroutes.routes.parallel_training",
 }
 
 

@@ -156,16 +156,18 @@ def require_same_cell(route: Route, problems: dict[str, Problem]) -> None:
 
 
 def summarise(
-    route: Route, task: Task, metrics: dict[str, float], baseline: dict[str, float] | None,
+    route: Route, task: Task | None, metrics: dict[str, float],
+    baseline: dict[str, float] | None, *, primary: tuple[str, bool] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """The ``summary.json`` content: route, test metrics, the baseline's, and the gain.
 
     ``gain`` is the primary metric's improvement over the baseline, signed so that positive
     means transfer helped (for a lower-is-better metric it is ``baseline - metric``);
-    ``negative_transfer`` is true when it is below zero.
+    ``negative_transfer`` is true when it is below zero. ``primary`` (name, higher is better)
+    overrides the task's primary metric, e.g. ``("delta_m", True)`` for several tasks.
     """
-    name, higher = primary_metric(task)
+    name, higher = primary or primary_metric(task)
     summary: dict[str, Any] = {
         "route": route.value,
         "route_title": route.title,

@@ -73,6 +73,10 @@ class Stage:
         restore_best: end the stage with the best validation epoch's weights. Default True.
         eval_modules: modules kept in eval mode while training (frozen parts, so that their
             batch-norm statistics and dropout stay fixed). Default: none.
+        backward: replaces ``loss.backward()`` (e.g. a multi-task weighting that combines
+            per-task gradients): called with what ``step`` returned as its loss, it accumulates
+            gradients and returns ``(total, logs)`` — the scalar to log and check for NaN, and
+            extra figures. Default None: the loss is a scalar and is back-propagated as usual.
     """
 
     name: str
@@ -93,6 +97,7 @@ class Stage:
     grad_clip: float | None = None
     restore_best: bool = True
     eval_modules: list[nn.Module] = field(default_factory=list)
+    backward: Callable[[Any], tuple[Tensor, dict[str, Tensor]]] | None = None
 
 
 @dataclass
@@ -295,6 +300,12 @@ class Trainer:
                 loss, extra = loss
                 for key, value in extra.items():
                     logs[key] = logs.get(key, 0.0) + value.detach()
+            if stage.backward is not None:
+                # A custom backward (multi-task weighting) makes the gradients itself.
+                step_optimizer.zero_grad(set_to_none=True)
+                loss, extra = stage.backward(loss)
+                for key, value in extra.items():
+                    logs[key] = logs.get(key, 0.0) + value.detach()
             if i % self.check_every == 0 and not math.isfinite(loss.item()):
                 raise TrainingDivergedError(
                     f"Stage '{stage.name}': the loss became {float(loss.detach())} at epoch "
@@ -303,8 +314,9 @@ class Trainer:
                     f"good checkpoint is kept in {self.stage_dir(stage.name)}. Lower the learning "
                     "rate, clip gradients (grad_clip) or check the data."
                 )
-            step_optimizer.zero_grad(set_to_none=True)
-            backward(loss)
+            if stage.backward is None:
+                step_optimizer.zero_grad(set_to_none=True)
+                backward(loss)
             if stage.grad_clip is not None:
                 self.fabric.clip_gradients(module, optimizer, max_norm=stage.grad_clip)
             step_optimizer.step()

@@ -1,0 +1,254 @@
+"""Multi-Task Learning: one domain, several tasks at once, on a shared trunk.
+
+Different tasks, same domain, simultaneously (one camera feed → detection + lane marking).
+
+Recipe:
+1. Load the tasks' problems (one domain). Problems over the same inputs are joined so that a
+   sample carries every task's label; otherwise samples carry only their own task's label and
+   the others are masked out of the loss.
+2. Baselines first: one single-task model per task, same epochs — the reference Δm is measured
+   against (never against an untrained model).
+3. ``joint``: a shared stem and trunk, one head per task (classification, multilabel and
+   regression mixed freely); the task losses are combined by a weighting (``weighting``: ew,
+   uw, dwa, gradnorm, pcgrad, mgda, cagrad, nash_mtl, rlw); selection on validation Δm.
+4. Reported: each task's test metrics, the single-task baselines', and
+   Δm = (1/K) Σ_k (−1)^{l_k} (M_k − B_k) / B_k × 100 (l_k = 1 when lower is better; Maninis et
+   al., CVPR 2019).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from tlroutes.config import RunSpec
+from tlroutes.errors import ConfigError, DataError
+from tlroutes.matrix import Route, route_for
+from tlroutes.model import TransferModel, build_model
+from tlroutes.objectives.tasks import primary_metric, task_loss, task_metrics
+from tlroutes.objectives.weighting import create_weighting
+from tlroutes.problem import Problem, Split, Task
+from tlroutes.routes.common import (
+    RecipeSpec,
+    build,
+    evaluate,
+    load,
+    relation,
+    stage,
+    stream,
+    summarise,
+    supervised_stage,
+)
+from tlroutes.train.engine import Trainer, evaluate_split
+
+ROUTE = Route.MULTI_TASK_LEARNING
+GRADIENT_METHODS = ("gradnorm", "pcgrad", "mgda", "cagrad", "nash_mtl")
+
+
+class Recipe(RecipeSpec):
+    """Multi-Task Learning settings (the run file's ``recipe:`` block)."""
+
+    weighting: str = Field(
+        "ew", description="How task losses combine: 'ew' (equal, default), 'uw' (uncertainty), "
+        "'dwa', 'gradnorm', 'pcgrad', 'mgda' (with the MGDA-UB bound), 'cagrad', 'nash_mtl', "
+        "'rlw' (random loss weighting).",
+    )
+    weighting_args: dict[str, Any] = Field(
+        default_factory=dict, description="Arguments of the weighting (e.g. {c: 0.4} for "
+        "cagrad). Default {}.",
+    )
+
+
+class Joined:
+    """Several tasks' labels over one set of inputs, packed into one float target tensor.
+
+    Columns: for each task its target (1 column for a class index, K for multilabel or
+    regression), then one mask column per task (1 = labelled).
+    """
+
+    def __init__(self, tasks: dict[str, Task]) -> None:
+        self.tasks = tasks
+        widths = [1 if t.kind == "classification" else t.num_outputs for t in tasks.values()]
+        starts = [sum(widths[:i]) for i in range(len(widths))]
+        self.columns = {n: (s, s + w) for n, s, w in zip(tasks, starts, widths, strict=True)}
+        self.mask_start = sum(widths)
+
+    def pack(self, groups: list[tuple[Tensor, dict[str, Tensor]]]) -> Split:
+        """Inputs and targets of sample groups (each: inputs and the labels it carries)."""
+        xs, ys = [], []
+        for x, labels in groups:
+            y = torch.zeros(len(x), self.mask_start + len(self.tasks))
+            for i, (name, (a, b)) in enumerate(self.columns.items()):
+                if name in labels:
+                    y[:, a:b] = labels[name].float().reshape(len(x), b - a)
+                    y[:, self.mask_start + i] = 1.0
+            xs.append(x)
+            ys.append(y)
+        return Split(torch.cat(xs), torch.cat(ys))
+
+    def unpack(self, y: Tensor, name: str) -> tuple[Tensor, Tensor]:
+        """``name``'s targets (as its task expects them) and its label mask."""
+        a, b = self.columns[name]
+        mask = y[:, self.mask_start + list(self.tasks).index(name)] > 0.5
+        target = y[:, a].long() if self.tasks[name].kind == "classification" else y[:, a:b]
+        return target, mask
+
+
+class MultiTaskStep(nn.Module):
+    """Per-task losses on the shared features; the weighting turns them into gradients."""
+
+    def __init__(self, model: TransferModel, joined: Joined, weighting: nn.Module) -> None:
+        super().__init__()
+        self.model, self.joined, self.weighting = model, joined, weighting
+
+    def forward(self, batch: dict[str, tuple[Tensor, Tensor]]):
+        x, y = batch["train"]
+        features = self.model.features(x)
+        losses: list[Tensor | None] = []
+        for name, task in self.joined.tasks.items():
+            target, mask = self.joined.unpack(y, name)
+            has = bool(mask.any())
+            losses.append(task_loss(task, self.model.heads[name](features[mask]), target[mask])
+                          if has else None)
+        return (losses, features), {}
+
+    def backward(self, out) -> tuple[Tensor, dict[str, Tensor]]:
+        losses, features = out
+        shared = [*self.model.stems.parameters(), *self.model.trunk.parameters()]
+        logs = self.weighting.backward(losses, shared, shared_features=features)
+        total = sum(loss.detach() for loss in losses if loss is not None)
+        weights = logs["weights"]
+        return total, {f"weight_{n}": weights[i] for i, n in enumerate(self.joined.tasks)}
+
+
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
+    """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
+    if len(spec.problems) < 2:
+        raise ConfigError("Multi-Task Learning needs at least two tasks under `problems:`, e.g. "
+                          "problems: {digit: {task: digit}, position: {task: position, canvas: "
+                          "16}} (with the same inputs: same dataset, canvas, n and seed).")
+    problems = {name: load(d, spec.seed, name) for name, d in spec.problems.items()}
+    _require_fit(problems)
+    if trainer.fabric.world_size > 1 and recipe.weighting in GRADIENT_METHODS:
+        raise ConfigError(f"weighting '{recipe.weighting}' combines per-task gradients in one "
+                          "process; run it with hardware.devices: 1, or use ew, uw, dwa or rlw.")
+    tasks = {name: p.task for name, p in problems.items()}
+    joined = Joined(tasks)
+    splits = {s: joined.pack(_groups(problems, s)) for s in ("train", "val", "test")}
+    for split_name, split in splits.items():
+        for name in tasks:
+            if not bool(joined.unpack(split.y, name)[1].any()):
+                raise DataError(f"Task '{name}' has no labelled sample in the {split_name} "
+                                "split; every task needs labels in train, val and test.")
+    first = next(iter(problems.values()))
+    t = spec.training
+
+    baseline = None
+    if spec.baseline:
+        baseline = {}
+        for name, problem in problems.items():
+            trainer.seed_for("baseline", name)
+            single = build(spec.model, {"input": first.domain}, {name: problem.task},
+                           fresh=True)
+            trainer.fit(supervised_stage(f"single-{name}", single, problem, t, spec.seed))
+            baseline[name] = {"val": evaluate(single, problem.val, problem.task),
+                              "test": evaluate(single, problem.test, problem.task)}
+
+    trainer.seed_for("model")
+    m = spec.model
+    model = build_model({"input": first.domain}, tasks, m.trunk, m.trunk_args, m.stem,
+                        m.stem_args)
+    weighting = create_weighting(recipe.weighting, len(tasks), **recipe.weighting_args)
+    step = MultiTaskStep(model, joined, weighting)
+    reference = None if baseline is None else {n: b["val"] for n, b in baseline.items()}
+    trainer.fit(stage(
+        "joint", step, {"train": stream(splits["train"], t, spec.seed, "joint")},
+        lambda: _score(model, joined, splits["val"], reference), first.task, t,
+        monitor="delta_m" if reference else "mean_score", mode="max", backward=step.backward))
+    trainer.save_model(model)
+    per_task = _per_task(model, joined, splits["test"])
+
+    test_reference = None if baseline is None else {n: b["test"] for n, b in baseline.items()}
+    delta = delta_m(per_task, test_reference, tasks) if test_reference else None
+    summary = summarise(ROUTE, None, {"delta_m": delta if delta is not None else 0.0},
+                        None if delta is None else {"delta_m": 0.0}, primary=("delta_m", True),
+                        carried_over="stem and trunk shared; one head per task",
+                        per_task=per_task, per_task_baseline=test_reference,
+                        weighting=recipe.weighting, delta_m=delta)
+    summary["metric_note"] = ("metrics.delta_m: Δm in percent against the single-task "
+                              "baselines the run trained itself (positive = multi-task helps)")
+    return summary
+
+
+def delta_m(metrics: dict[str, dict[str, float]], reference: dict[str, dict[str, float]],
+            tasks: dict[str, Task]) -> float:
+    """Δm (percent): the mean relative change of each task's primary metric over its reference,
+    signed so that positive is better (Maninis et al., CVPR 2019)."""
+    total = 0.0
+    for name, task in tasks.items():
+        key, higher = primary_metric(task)
+        base = reference[name][key]
+        change = (metrics[name][key] - base) / max(abs(base), 1e-12)
+        total += change if higher else -change
+    return 100.0 * total / len(tasks)
+
+
+def _require_fit(problems: dict[str, Problem]) -> None:
+    names = list(problems)
+    first = problems[names[0]]
+    for name in names[1:]:
+        task, domain = relation(first, problems[name])
+        if domain != "same":
+            fits = route_for(task="different", domain="different", order="simultaneous")
+            raise ConfigError(
+                f"Multi-Task Learning needs one domain, but '{names[0]}' "
+                f"({first.domain.name}) and '{name}' ({problems[name].domain.name}) differ. "
+                f"The route for different tasks on different domains is {fits.title} "
+                f"(route: {fits.value}); for one task on several domains, weight_sharing."
+            )
+        if problems[name].task == first.task or (
+                task == "same" and problems[name].task.labels == first.task.labels):
+            raise ConfigError(
+                f"'{names[0]}' and '{name}' are the same task; merging datasets of one task is "
+                "the Dataset Merging route (route: dataset_merging)."
+            )
+
+
+def _groups(problems: dict[str, Problem], split: str) -> list[tuple[Tensor, dict[str, Tensor]]]:
+    """Join problems whose ``split`` has identical inputs into one group of samples."""
+    groups: list[tuple[Tensor, dict[str, Tensor]]] = []
+    for name, problem in problems.items():
+        s = getattr(problem, split)
+        for x, labels in groups:
+            if x.shape == s.x.shape and torch.equal(x, s.x):
+                labels[name] = s.y
+                break
+        else:
+            groups.append((s.x, {name: s.y}))
+    return groups
+
+
+def _per_task(model: TransferModel, joined: Joined, split: Split) -> dict[str, dict[str, float]]:
+    features = evaluate_split(model, model.features, split.x)
+    out = {}
+    for name, task in joined.tasks.items():
+        target, mask = joined.unpack(split.y.to(features.device), name)
+        if not bool(mask.any()):
+            raise DataError(f"task '{name}' has no labelled sample in this split.")
+        with torch.no_grad():
+            out[name] = task_metrics(task, model.heads[name](features[mask]), target[mask])
+    return out
+
+
+def _score(model, joined, split, reference) -> dict[str, float]:
+    per = _per_task(model, joined, split)
+    scores = {f"{n}_{k}": v for n, m in per.items() for k, v in m.items()}
+    if reference is not None:
+        scores["delta_m"] = delta_m(per, reference, joined.tasks)
+    signed = [per[n][k] if higher else -per[n][k]
+              for n, t in joined.tasks.items() for k, higher in [primary_metric(t)]]
+    scores["mean_score"] = sum(signed) / len(signed)
+    return scores
