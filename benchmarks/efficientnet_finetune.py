@@ -18,13 +18,25 @@ runner repeat the whole run for seeds 0..k-1 and report mean ± sample std of th
 accuracy, the baseline's and the gain (their per-seed difference) in ``summary.json``; those are
 the figures printed.
 
+Diagnostic (``--no-bn-diagnostic`` skips it; outside the route, read it as such): the
+EfficientNet-Lite weights come from TensorFlow with BatchNorm momentum 0.01 (TF's 0.99), so after a
+few hundred fine-tuning steps the running statistics used in eval mode still lean on where they
+started (ImageNet's for the pretrained trunk, 0/1 for the fresh one), while training normalised
+with batch statistics. After the run the script reloads each seed's two selected models
+(``model.safetensors``, ``checkpoints/baseline/final.safetensors``), re-estimates every
+BatchNorm's running statistics on that seed's *training* split (cumulative average, no gradient,
+the rest of the network in eval mode) and reports the test accuracy again. The gap between the
+two readings is how much of the result the stale statistics account for.
+
 Before training, the script checks what the route's baseline starts from: it builds the run
 file's model as the route does, pretrained (``fresh=False``) and from scratch (``fresh=True``),
 and counts the trunk parameter tensors that are equal in both (expected: none).
 
-CPU cost: EfficientNet-Lite0 is ~4 M parameters; at S=32 one training step on a batch of 32 takes
-on the order of a second on 2 cores, so the defaults (200 training samples, 10 epochs, 3 seeds,
-fine-tuned + baseline) take roughly 10-20 minutes on a quiet 2-core machine.
+CPU cost: EfficientNet-Lite0 is ~4 M parameters; at S=32 one training step on a batch of 16 takes
+about 0.45 s on one core, so the defaults (200 training samples, batch 16, 10 epochs = 130 steps
+per model, 3 seeds, fine-tuned + baseline) take about 15 minutes. On a shared, oversubscribed
+machine pass ``--threads 1``: with two OpenMP threads competing for busy cores a step was seen to
+take 2-8 s instead.
 
 Usage::
 
@@ -37,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -48,6 +61,11 @@ from tlroutes.config import parse_run
 from tlroutes.data import load_builtin
 from tlroutes.routes.common import build
 from tlroutes.runner import run
+
+
+def _ms(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
 
 
 def make_spec(args: argparse.Namespace):
@@ -82,6 +100,52 @@ def check_fresh(spec) -> tuple[int, int]:
     return len(same), len(floats)
 
 
+def _accuracy(model, split) -> float:
+    model.eval()
+    with torch.no_grad():
+        return (model(split.x, head="target").argmax(1) == split.y).float().mean().item()
+
+
+def _recalibrate_bn(model, x, batch: int = 50) -> None:
+    """Re-estimate BatchNorm running statistics on ``x`` (cumulative average, no gradient)."""
+    model.eval()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            model(x[i : i + batch], head="target")
+    model.eval()
+
+
+def bn_diagnostic(spec, folder: Path, seeds: list[int]) -> dict[int, dict[str, float]]:
+    """Per seed: test accuracy of both selected models as saved and after BN re-estimation."""
+    from safetensors.torch import load_file
+
+    from tlroutes.routes.common import load
+
+    out: dict[int, dict[str, float]] = {}
+    for seed in seeds:
+        run_dir = folder if len(seeds) == 1 else folder / f"seed-{seed}"
+        target = load(spec.target, seed, "target")
+        row: dict[str, float] = {}
+        for name, path, prefix in (
+            ("fine-tuned", run_dir / "model.safetensors", ""),
+            ("scratch", run_dir / "checkpoints" / "baseline" / "final.safetensors", "model."),
+        ):
+            model = build(spec.model, {"input": target.domain}, {"target": target.task})
+            saved = load_file(str(path))
+            model.load_state_dict({k[len(prefix):]: v for k, v in saved.items()
+                                   if k.startswith(prefix)})
+            row[name] = _accuracy(model, target.test)
+            _recalibrate_bn(model, target.train.x)
+            row[f"{name} recal"] = _accuracy(model, target.test)
+        out[seed] = row
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
@@ -90,12 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-share", type=float, default=0.4)
     parser.add_argument("--val-share", type=float, default=0.2)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: all cores, as the engine does)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="write the run folder here (default: a temporary folder)")
+    parser.add_argument("--no-bn-diagnostic", dest="bn_diagnostic", action="store_false",
+                        help="skip the BatchNorm re-estimation diagnostic")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 seed, 2 epochs, n=200")
     args = parser.parse_args(argv)
@@ -115,12 +181,19 @@ def main(argv: list[str] | None = None) -> int:
           f"fresh=True build ({'ok: re-initialised' if same == 0 else 'NOT re-initialised'})\n")
 
     t0 = time.perf_counter()
-    if args.keep is not None:
-        summary = run(spec, args.keep, progress=False)
-    else:
-        with tempfile.TemporaryDirectory(prefix="tlroutes-effnet-") as tmp:
-            summary = run(spec, Path(tmp) / "run", progress=False)
-    wall = time.perf_counter() - t0
+    tmp = None
+    folder = args.keep
+    if folder is None:
+        tmp = tempfile.TemporaryDirectory(prefix="tlroutes-effnet-")
+        folder = Path(tmp.name) / "run"
+    try:
+        summary = run(spec, folder, progress=False)
+        wall = time.perf_counter() - t0
+        seeds = list(range(spec.seed, spec.seed + spec.seeds))
+        diag = bn_diagnostic(spec, folder, seeds) if args.bn_diagnostic else None
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
 
     per_seed = summary.get("per_seed", [summary])
     header = f"{'seed':>4} {'fine-tuned':>11} {'scratch':>9} {'gain':>8}"
@@ -141,6 +214,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gain (fine-tuned - scratch):          {summary['gain']:+.3f} ± {gstd:.3f} "
           f"(positive on {wins}/{len(per_seed)} seeds; mean ± sample std over seeds)")
     print(f"wall time {wall:.0f}s ({wall / len(per_seed):.0f}s per seed, both models)")
+    if diag is not None:
+        print("\ndiagnostic: test accuracy as selected by the route vs after re-estimating "
+              "BatchNorm statistics on the train split")
+        header = (f"{'seed':>4} {'fine-tuned':>11} {'recal':>7} {'scratch':>9} {'recal':>7} "
+                  f"{'gain':>8} {'recal':>7}")
+        print(header)
+        print("-" * len(header))
+        for seed, r in diag.items():
+            print(f"{seed:>4} {r['fine-tuned']:>11.3f} {r['fine-tuned recal']:>7.3f} "
+                  f"{r['scratch']:>9.3f} {r['scratch recal']:>7.3f} "
+                  f"{r['fine-tuned'] - r['scratch']:>+8.3f} "
+                  f"{r['fine-tuned recal'] - r['scratch recal']:>+7.3f}")
+        for key in ("fine-tuned", "scratch"):
+            print(f"{key + ' after BN re-estimation:':<38}"
+                  f"{_ms([r[key + ' recal'] for r in diag.values()])}")
+        print(f"{'gain after BN re-estimation:':<38}"
+              f"{_ms([r['fine-tuned recal'] - r['scratch recal'] for r in diag.values()])}")
     return 0
 
 

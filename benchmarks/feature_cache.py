@@ -197,7 +197,7 @@ def route_timing(args: argparse.Namespace, epochs: int) -> dict[str, dict[str, f
             "target_training": {"epochs": epochs, "batch_size": args.batch_size},
             "baseline": False,
             "recipe": {"head_hidden": args.hidden, "cache_features": cache},
-            "hardware": {"accelerator": "cpu"},
+            "hardware": {"accelerator": "cpu", "threads": args.threads},
         }
         with tempfile.TemporaryDirectory(prefix="tlroutes-cache-") as tmp:
             gc.collect()
@@ -232,13 +232,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="cached epochs timed per repeat (their median is used)")
     parser.add_argument("--route-epochs", type=int, default=3,
                         help="epochs of the end-to-end route comparison; 0 skips it")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for both sides (default: all cores); on a shared, "
+                        "oversubscribed machine 1 avoids OpenMP threads waiting on each other")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: n=300, size 32, 1 repeat, 1 route epoch")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.size, args.repeats, args.route_epochs = 300, 32, 1, 1
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     problem = load(args)
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, threads {torch.get_num_threads()}, "
           f"python {sys.version.split()[0]}")
