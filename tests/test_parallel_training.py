@@ -108,8 +108,8 @@ def test_interleaved_equals_sequential_bit_for_bit(tmp_path):
 @pytest.mark.parametrize("case", [
     {"trunk": "mlp"},
     # batch-norm statistics are stacked buffers; per-job early stopping (patience 1)
-    {"trunk": "cnn2d", "trunk_args": {"channels": [8, 16]}, "epochs": 4, "patience": 1,
-     "lr": 0.01},
+    {"trunk": "cnn2d", "trunk_args": {"channels": [8, 16]}, "epochs": 3, "patience": 1,
+     "lr": 0.03},
 ], ids=["mlp", "cnn2d-batchnorm-patience"])
 def test_fused_equals_sequential_within_rounding(tmp_path, case):
     jobs = alike(**case)
@@ -118,6 +118,8 @@ def test_fused_equals_sequential_within_rounding(tmp_path, case):
     assert fused.plan.backend == "fused"
     assert_same_jobs(loop, fused, atol=1e-5)
     assert (tmp_path / "fused" / "checkpoints" / "fused" / "done.json").is_file()
+    if "patience" in case:  # some jobs stop early while another trains on
+        assert {r.stopped_early for r in fused.results.values()} == {True, False}
 
 
 def test_fused_resumes_exactly_after_a_stop(tmp_path, monkeypatch):
@@ -236,15 +238,14 @@ def test_sequential_baseline_reports_zero_gain_and_speedup(tmp_path):
 def test_auto_explains_its_choice(tmp_path):
     one = run_jobs({"only": alike()["parity"]}, tmp_path / "one", backend="auto")
     assert one.plan.backend == "sequential" and "only one job" in one.plan.reason
-    apart = run_jobs(mixed(), tmp_path / "apart", backend="auto")
-    assert apart.plan.reason.startswith(apart.plan.backend + ": ")
-    assert "differ in model" in apart.plan.reason
-    assert (tmp_path / "apart" / "backend.json").is_file()
     device = torch.device("cpu")
-    prepared = [prepare(n, parallel.JobSpec.model_validate(j), 0, device)
-                for n, j in alike().items()]
-    plan = choose_backend(prepared, device, cores=2)
-    assert plan.backend in ("fused", "interleaved") and "fused step" in plan.reason
+    apart = choose_backend([prepare(n, parallel.JobSpec.model_validate(j), 0, device)
+                            for n, j in mixed().items()], device, cores=2)
+    assert apart.backend in ("interleaved", "processes")  # how long the jobs are decides
+    assert apart.reason.startswith(apart.backend + ": ") and "differ in model" in apart.reason
+    fusable = choose_backend([prepare(n, parallel.JobSpec.model_validate(j), 0, device)
+                              for n, j in alike().items()], device, cores=2)
+    assert fusable.backend in ("fused", "interleaved") and "fused step" in fusable.reason
 
 
 def _fake(n: int, step_s: float, steps: int = 100) -> list[Prepared]:
@@ -276,7 +277,8 @@ def test_auto_keeps_short_jobs_out_of_processes(monkeypatch):
 
 
 def test_empty_jobs_is_an_error_with_an_example(tmp_path):
-    spec = parse_run({"route": "parallel_training", "hardware": {"accelerator": "cpu", "threads": 1}})
+    spec = parse_run({"route": "parallel_training",
+                      "hardware": {"accelerator": "cpu", "threads": 1}})
     with pytest.raises(ConfigError, match="needs at least one job") as err:
         run(spec, tmp_path / "run", progress=False)
     assert "jobs:" in str(err.value) and "trunk: cnn1d" in str(err.value)

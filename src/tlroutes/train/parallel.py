@@ -341,7 +341,7 @@ class Prepared:
 
 
 def prepare(name: str, job: JobSpec, run_seed: int, device: torch.device,
-            repeats: int = 3) -> Prepared:
+            repeats: int = 2) -> Prepared:
     """Load the job's data, build its model (as :func:`train_job` would) and time one training
     step on a copy of it. Raises what a job that cannot train would raise."""
     problem = load(job.data, run_seed, f"job '{name}'")
@@ -557,7 +557,7 @@ class FusedStep(nn.Module):
         return out
 
 
-def time_fused_step(prepared: list[Prepared], device: torch.device, repeats: int = 3) -> float:
+def time_fused_step(prepared: list[Prepared], device: torch.device, repeats: int = 2) -> float:
     """Seconds of one fused training step (forward and backward) of the jobs, on copies."""
     names = [p.name for p in prepared]
     fused = FusedStep([p.model for p in prepared], names, prepared[0].problem.task).to(device)
@@ -797,10 +797,10 @@ def run_jobs(
         raise ConfigError(f"Unknown backend '{backend}'; use one of {', '.join(BACKENDS)}.")
     specs = check_jobs(jobs)
     out = Path(out)
-    if trainer is None and backend in ("auto", "fused"):
-        trainer = Trainer(out, seed=seed, resume=resume, progress=progress, fabric=fabric)
     fabric = fabric or (trainer.fabric if trainer is not None else
                         make_fabric(Hardware(threads=torch.get_num_threads())))
+    if trainer is None and backend in ("auto", "fused"):
+        trainer = Trainer(out, seed=seed, resume=resume, progress=progress, fabric=fabric)
     device = fabric.device
     folders = {name: out / "jobs" / name for name in specs}
     cores = os.cpu_count() or 1
