@@ -30,13 +30,19 @@ Two ratios are reported, each the engine's steps/s over the hand-written loop's 
 
 Runs are interleaved (engine and hand-written alternate, the first of each pair alternating too,
 after one untimed warm-up of each), and the reported figure is the median of the per-repeat
-ratios, with the min and max. The machine may be noisy; only the ratios are meant to be read.
+ratios, with the min and max, and the best-of ratio (fastest engine run over fastest
+hand-written run). The machine may be noisy; only the ratios are meant to be read.
+
+Threads: by default both loops use the count the engine ships (``make_fabric``: cores divided
+among the processes). On a machine shared with other jobs, several threads per process make both
+loops erratic (OpenMP workers wait on descheduled siblings); ``--threads 1`` then measures the
+loop rather than the load.
 
 Usage::
 
-    python benchmarks/loop_overhead.py                 # default: 5 repeats, 3 epochs x 100 steps
-    python benchmarks/loop_overhead.py --quick         # smoke run (seconds)
-    python benchmarks/loop_overhead.py --repeats 9 --steps 300 --epochs 3 --batch-sizes 64 256
+    python benchmarks/loop_overhead.py               # mlp and cnn2d, batch 64, 5 repeats, 3 x 100
+    python benchmarks/loop_overhead.py --quick       # smoke run: 2 repeats, 2 epochs x 30 steps
+    python benchmarks/loop_overhead.py --threads 1 --repeats 11 --batch-sizes 64 256
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +77,7 @@ class _TimedTrainer(Trainer):
 
     step_seconds = 0.0
 
-    def _train_epoch(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _train_epoch(self, *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         try:
             return super()._train_epoch(*args, **kwargs)
@@ -98,6 +105,8 @@ def run_engine(problem: Problem, trunk: str, batch: int, epochs: int, steps: int
     with tempfile.TemporaryDirectory(prefix="tlroutes-bench-") as tmp:
         trainer = _TimedTrainer(tmp, seed=seed, progress=False,
                                 hardware=Hardware(accelerator="cpu", threads=threads))
+        if threads is not None and torch.get_num_threads() != threads:
+            raise RuntimeError(f"the engine runs {torch.get_num_threads()} threads, not {threads}")
         stage = Stage(
             name="bench",
             step=SupervisedStep(model, problem.task),

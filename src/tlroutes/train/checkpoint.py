@@ -43,6 +43,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: str | Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to ``path`` through a temporary file and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +74,7 @@ def save_weights_atomic(module: nn.Module, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     save_file(state_for_save(module), tmp)
+    _fsync_file(tmp)
     os.replace(tmp, path)
 
 
@@ -125,6 +131,7 @@ def save_checkpoint(folder: Path, epoch: int, module: nn.Module, state: dict[str
     name = f"epoch-{epoch:04d}"
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".{name}."))
     save_file(state_for_save(module), str(tmp / "weights.safetensors"))
+    _fsync_file(tmp / "weights.safetensors")
     with open(tmp / "state.pt", "wb") as f:
         torch.save(state, f)
         f.flush()
