@@ -19,14 +19,17 @@ the same initial head weights. The only difference is where a batch's features c
 
 * **recompute** — ``with torch.no_grad(): f = model.features(x[idx])`` (stem + trunk) every step;
 * **cached** — ``f = cached[idx]``, after one ``cache_features(model, train)`` pass (timed
-  separately; it runs the same stem + trunk once over the train split, batched by 1024).
+  separately; it runs the same stem + trunk once over the train split). The pass is timed at
+  ``cache_features``' default batch of 1024 samples (what the route uses) and at the training
+  batch size, since on a small CPU the large batch can be slower per sample than the small one.
 
 Reported per repeat (the cached epoch is timed ``--cached-epochs`` times per repeat and its
 median kept), then as medians over repeats (recompute and cached runs are interleaved, the
 order alternating, after an untimed warm-up of each): seconds per epoch of each side, the
 **per-epoch ratio** recompute / cached, and the **amortised ratio** for E epochs, counting the
-one-off cache pass: ``E·t_recompute / (t_cache + E·t_cached)`` for E = 1, 5, 20 (the break-even E
-is where it crosses 1). Checks printed: the largest difference between cached and recomputed
+one-off cache pass: ``E·t_recompute / (t_cache + E·t_cached)`` for E = 1, 5, 20, and the break-even
+``t_cache / (t_recompute - t_cached)`` (epochs after which the cache has paid for itself), for
+each cache batch. Checks printed: the largest difference between cached and recomputed
 features, and both sides' mean training loss in the last epoch (equal up to float rounding).
 
 Part 2 — end to end through the route (``--route-epochs E``, 0 skips it): ``tlroutes.run`` of a
@@ -128,12 +131,22 @@ def measure(problem: Problem, args: argparse.Namespace) -> dict[str, list[float]
         head.load_state_dict(init)
         return train_epoch(model, head, recompute, y, order, args.batch_size, problem.task)
 
-    def cached_epoch(order=order):
-        head.load_state_dict(init)
+    def cache_pass(batch: int | None):
         gc.collect()
         t0 = time.perf_counter()
-        cached = cache_features(model, problem.train)
-        t_cache = time.perf_counter() - t0
+        cached = (cache_features(model, problem.train) if batch is None
+                  else cache_features(model, problem.train, batch_size=batch))
+        return time.perf_counter() - t0, cached
+
+    def cached_epoch(order=order, first_default=True):
+        # The cache pass twice: at cache_features' default batch (1024, what the route uses)
+        # and at the training batch; the order alternates between repeats.
+        if first_default:
+            t_cache, cached = cache_pass(None)
+            t_cache_b, _ = cache_pass(args.batch_size)
+        else:
+            t_cache_b, _ = cache_pass(args.batch_size)
+            t_cache, cached = cache_pass(None)
         # A cached epoch takes milliseconds: time several (each from the same initial head)
         # and keep the median, so that one scheduling hiccup does not decide the ratio.
         runs = []
@@ -142,7 +155,7 @@ def measure(problem: Problem, args: argparse.Namespace) -> dict[str, list[float]
             runs.append(train_epoch(model, head, lambda idx: cached.x[idx], y, order,
                                     args.batch_size, problem.task))
         t = statistics.median(r[0] for r in runs)
-        return t_cache, t, runs[-1][1], cached.x
+        return t_cache, t_cache_b, t, runs[-1][1], cached.x
 
     # Warm-up (allocator, kernel choice, lazy init), untimed: a few batches of each.
     short = order[: 2 * args.batch_size]
@@ -152,25 +165,29 @@ def measure(problem: Problem, args: argparse.Namespace) -> dict[str, list[float]
     cache_features(model, problem.train.subset(short))
 
     out: dict[str, list[float]] = {k: [] for k in (
-        "recompute", "cache", "cached", "loss_r", "loss_c", "ratio", *[
-            f"amortised_{e}" for e in EPOCHS_AMORTISED])}
+        "recompute", "cache", "cache_b", "cached", "loss_r", "loss_c", "ratio", *[
+            f"amortised_{e}" for e in EPOCHS_AMORTISED], *[
+            f"amortised_b_{e}" for e in EPOCHS_AMORTISED])}
     feats = None
     for r in range(args.repeats):
         if r % 2 == 0:
             t_r, loss_r = recompute_epoch()
-            t_cache, t_c, loss_c, feats = cached_epoch()
+            t_cache, t_cache_b, t_c, loss_c, feats = cached_epoch(first_default=True)
         else:
-            t_cache, t_c, loss_c, feats = cached_epoch()
+            t_cache, t_cache_b, t_c, loss_c, feats = cached_epoch(first_default=False)
             t_r, loss_r = recompute_epoch()
         out["recompute"].append(t_r)
         out["cache"].append(t_cache)
+        out["cache_b"].append(t_cache_b)
         out["cached"].append(t_c)
         out["loss_r"].append(loss_r)
         out["loss_c"].append(loss_c)
         out["ratio"].append(t_r / t_c)
         for e in EPOCHS_AMORTISED:
             out[f"amortised_{e}"].append(e * t_r / (t_cache + e * t_c))
-        print(f"  repeat {r}: recompute {t_r:.2f}s/epoch, cache pass {t_cache:.2f}s, cached "
+            out[f"amortised_b_{e}"].append(e * t_r / (t_cache_b + e * t_c))
+        print(f"  repeat {r}: recompute {t_r:.2f}s/epoch, cache pass {t_cache:.2f}s (batch "
+              f"1024) / {t_cache_b:.2f}s (batch {args.batch_size}), cached "
               f"{t_c * 1e3:.1f}ms/epoch, ratio {t_r / t_c:.0f}x", flush=True)
     # Check: cached features equal recomputed ones (first batch).
     idx = order[: args.batch_size]
@@ -254,22 +271,30 @@ def main(argv: list[str] | None = None) -> int:
     m = measure(problem, args)
     med = statistics.median
     print()
-    header = (f"{'recompute s/epoch':>18} {'cache pass s':>13} {'cached ms/epoch':>16} "
-              f"{'per-epoch ratio':>16} " + " ".join(f"{f'E={e}':>7}" for e in EPOCHS_AMORTISED))
+    header = (f"{'cache batch':>11} {'recompute s/epoch':>18} {'cache pass s':>13} "
+              f"{'cached ms/epoch':>16} {'per-epoch ratio':>16} "
+              + " ".join(f"{f'E={e}':>7}" for e in EPOCHS_AMORTISED) + f" {'break-even':>11}")
     print(header)
     print("-" * len(header))
-    print(f"{med(m['recompute']):>18.2f} {med(m['cache']):>13.2f} "
-          f"{med(m['cached']) * 1e3:>16.1f} {med(m['ratio']):>15.0f}x " + " ".join(
-              f"{med(m[f'amortised_{e}']):>6.2f}x" for e in EPOCHS_AMORTISED))
-    breakeven = med(m["cache"]) / max(med(m["recompute"]) - med(m["cached"]), 1e-12)
+    breakeven = {}
+    for label, key, amort in (("1024 (dflt)", "cache", "amortised"),
+                              (str(args.batch_size), "cache_b", "amortised_b")):
+        breakeven[key] = med(m[key]) / max(med(m["recompute"]) - med(m["cached"]), 1e-12)
+        print(f"{label:>11} {med(m['recompute']):>18.2f} {med(m[key]):>13.2f} "
+              f"{med(m['cached']) * 1e3:>16.1f} {med(m['ratio']):>15.0f}x " + " ".join(
+                  f"{med(m[f'{amort}_{e}']):>6.2f}x" for e in EPOCHS_AMORTISED)
+              + f" {breakeven[key]:>7.2f} ep")
     print(f"\nchecks: max |cached - recomputed feature| = {m['feature_diff'][0]:.2e}; "
           f"last-epoch loss recompute {med(m['loss_r']):.5f} / cached {med(m['loss_c']):.5f}")
     print(f"per-epoch ratio (recompute / cached): {_m(m['ratio'])}")
-    for e in EPOCHS_AMORTISED:
-        print(f"amortised ratio over {e:>2} epoch(s) (cache pass counted): "
-              f"median {med(m[f'amortised_{e}']):.2f}x [min {min(m[f'amortised_{e}']):.2f}, "
-              f"max {max(m[f'amortised_{e}']):.2f}]")
-    print(f"break-even: the cache pays for itself after {breakeven:.2f} epoch(s)")
+    for label, key, amort in (("cache_features default batch 1024", "cache", "amortised"),
+                              (f"cache batch {args.batch_size}", "cache_b", "amortised_b")):
+        for e in EPOCHS_AMORTISED:
+            v = m[f"{amort}_{e}"]
+            print(f"amortised ratio over {e:>2} epoch(s), {label}: median {med(v):.2f}x "
+                  f"[min {min(v):.2f}, max {max(v):.2f}]")
+        print(f"break-even, {label}: the cache pays for itself after {breakeven[key]:.2f} "
+              "epoch(s)")
 
     if args.route_epochs:
         print(f"\npart 2: end to end, tlroutes.run of Task Adaptation, {args.route_epochs} "

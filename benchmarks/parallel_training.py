@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--large-repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--step-threads", type=int, default=1)
+    parser.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
@@ -147,6 +148,17 @@ def main() -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} cores; part 1 at "
           f"{args.step_threads} thread(s), parts 2-3 at {args.threads}")
     torch.set_num_threads(args.step_threads)
+    if 1 in args.parts:
+        step_ratios(args)
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        if 2 in args.parts:
+            whole_runs(args, Path(tmp))
+        if 3 in args.parts:
+            auto_on_large(args, Path(tmp))
+
+
+def step_ratios(args) -> None:
     print(f"\n1. one training step of {args.jobs} same-architecture MLPs (digits, batch 32, "
           f"AdamW): Python loop vs fused ({args.repeats} interleaved repeats × {args.steps} "
           "steps)")
@@ -157,33 +169,34 @@ def main() -> None:
         print(f"{r['width']:>6} {r['loop_ms']:>13.2f} {r['fused_ms']:>14.2f} "
               f"{r['ratio']:>12.1f}× {r['min']:>5.1f}–{r['max']:.1f}")
 
-    torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        jobs = small_jobs(args.jobs, args.small_epochs)
-        print(f"\n2. whole runs: {args.jobs} small jobs (mlp width 32, digits n=600, "
-              f"{args.small_epochs} epochs, batch 32), run_jobs end to end")
-        seq, _ = wall(jobs, "sequential", tmp / "s-seq")
-        fus, _ = wall(jobs, "fused", tmp / "s-fused")
-        print(f"   sequential {seq:.1f} s, fused {fus:.1f} s: {seq / fus:.1f}× faster")
 
-        jobs = large_jobs(args.large_width, args.large_epochs)
-        warm = {n: {**j, "training": {**j["training"], "epochs": 1}} for n, j in jobs.items()}
-        wall(warm, "sequential", tmp / "l-warm")  # data caches, first calls: untimed
-        print(f"\n3. auto on 4 large MLPs (width {args.large_width}, depth 3, all of digits, "
-              f"{args.large_epochs} epochs, batch 64): sequential loop vs auto, alternating")
-        loops, autos = [], []
-        for r in range(args.large_repeats):
-            for backend in (("sequential", "auto") if r % 2 == 0 else ("auto", "sequential")):
-                seconds, outcome = wall(jobs, backend, tmp / f"l-{backend}-{r}")
-                (loops if backend == "sequential" else autos).append(seconds)
-                if backend == "auto":
-                    reason = outcome.plan.reason
-        loop_s, auto_s = min(loops), min(autos)
-        print(f"   sequential {loop_s:.1f} s (runs: {', '.join(f'{s:.1f}' for s in loops)}), "
-              f"auto {auto_s:.1f} s (runs: {', '.join(f'{s:.1f}' for s in autos)}): "
-              f"loop ÷ auto = {loop_s / auto_s:.2f}")
-        print(f"   auto chose {reason}")
+def whole_runs(args, tmp: Path) -> None:
+    jobs = small_jobs(args.jobs, args.small_epochs)
+    print(f"\n2. whole runs: {args.jobs} small jobs (mlp width 32, digits n=600, "
+          f"{args.small_epochs} epochs, batch 32), run_jobs end to end")
+    seq, _ = wall(jobs, "sequential", tmp / "s-seq")
+    fus, _ = wall(jobs, "fused", tmp / "s-fused")
+    print(f"   sequential {seq:.1f} s, fused {fus:.1f} s: {seq / fus:.1f}× faster")
+
+
+def auto_on_large(args, tmp: Path) -> None:
+    jobs = large_jobs(args.large_width, args.large_epochs)
+    warm = {n: {**j, "training": {**j["training"], "epochs": 1}} for n, j in jobs.items()}
+    wall(warm, "sequential", tmp / "l-warm")  # data caches, first calls: untimed
+    print(f"\n3. auto on 4 large MLPs (width {args.large_width}, depth 3, all of digits, "
+          f"{args.large_epochs} epochs, batch 64): sequential loop vs auto, alternating")
+    loops, autos = [], []
+    for r in range(args.large_repeats):
+        for backend in (("sequential", "auto") if r % 2 == 0 else ("auto", "sequential")):
+            seconds, outcome = wall(jobs, backend, tmp / f"l-{backend}-{r}")
+            (loops if backend == "sequential" else autos).append(seconds)
+            if backend == "auto":
+                reason = outcome.plan.reason
+    loop_s, auto_s = min(loops), min(autos)
+    print(f"   sequential {loop_s:.1f} s (runs: {', '.join(f'{s:.1f}' for s in loops)}), "
+          f"auto {auto_s:.1f} s (runs: {', '.join(f'{s:.1f}' for s in autos)}): "
+          f"loop ÷ auto = {loop_s / auto_s:.2f}")
+    print(f"   auto chose {reason}")
 
 
 if __name__ == "__main__":

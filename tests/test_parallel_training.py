@@ -3,7 +3,9 @@ job fails alone; ``auto`` says why it chose.
 
 Tolerances: ``interleaved`` — bit-identical weights and metrics; ``processes`` and ``ray`` —
 bit-identical when the loop and the workers use one thread each; ``fused`` — weights within 1e-5
-and the same metrics, best epochs and early stops (batched kernels round differently).
+and the same metrics, best epochs and early stops (batched kernels round differently; over many
+steps at a high Adam learning rate the rounding grows, as it does between two thread counts, so
+the fused cases train a few dozen steps).
 """
 
 from __future__ import annotations
@@ -108,8 +110,8 @@ def test_interleaved_equals_sequential_bit_for_bit(tmp_path):
 @pytest.mark.parametrize("case", [
     {"trunk": "mlp"},
     # batch-norm statistics are stacked buffers; per-job early stopping (patience 1)
-    {"trunk": "cnn2d", "trunk_args": {"channels": [8, 16]}, "epochs": 3, "patience": 1,
-     "lr": 0.03},
+    {"trunk": "cnn2d", "trunk_args": {"channels": [8, 16]}, "epochs": 4, "patience": 1,
+     "optimizer": "sgd", "lr": 0.1, "batch_size": 8},
 ], ids=["mlp", "cnn2d-batchnorm-patience"])
 def test_fused_equals_sequential_within_rounding(tmp_path, case):
     jobs = alike(**case)

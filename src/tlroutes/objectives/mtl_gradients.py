@@ -28,6 +28,14 @@ How the gradient-manipulating methods (PCGrad, MGDA, CAGrad, Nash-MTL) work here
 With no shared parameter requiring grad (a frozen trunk), there is nothing to manipulate and they
 fall back to one backward of the plain sum (``fallback`` is True in the logs).
 
+Cost: step 1 is K backward passes through the shared part, so a step costs roughly
+``(forward + K · backward)`` against ``(forward + backward)`` for the plain sum. Two cheaper
+routes use the shared representation ``Z`` (``shared_features``) instead, with K backward passes
+through the heads only and one through the trunk: MGDA's own upper bound (MGDA-UB, used whenever
+``shared_features`` is given) and ``on="features"`` for PCGrad, CAGrad and Nash-MTL (an
+approximation: the method is applied to per-batch feature gradients ``∂L_k/∂Z``, as LibMTL's
+``rep_grad`` option does). See ``benchmarks/mtl_weighting.py``.
+
 GradNorm is loss-based (one backward of a weighted sum) but reads per-task gradient norms on a few
 shared parameters to update its weights.
 """
@@ -119,12 +127,13 @@ def _min_norm_pair(v11: float, v12: float, v22: float) -> tuple[float, float]:
     return gamma, gamma * gamma * v11 + 2 * gamma * (1 - gamma) * v12 + (1 - gamma) ** 2 * v22
 
 
-def min_norm_weights(gram: np.ndarray, max_iter: int = 250, tol: float = 1e-7) -> np.ndarray:
+def min_norm_weights(gram: np.ndarray, max_iter: int = 250, tol: float = 1e-5) -> np.ndarray:
     """The minimum-norm point of the convex hull of the task gradients (MGDA's sub-problem).
 
     ``α* = argmin_{α ∈ simplex} ‖Σ_k α_k g_k‖² = αᵀ M α``, solved as in Sener & Koltun
     (Algorithm 2): start from the best pair (closed form), then Frank-Wolfe steps towards the
-    vertex ``t = argmin_t (Mα)_t`` with an exact line search (the two-point closed form).
+    vertex ``t = argmin_t (Mα)_t`` with an exact line search (the two-point closed form), until
+    ``α`` moves by less than ``tol`` (L1; 1e-5 as in the authors' code) or ``max_iter`` steps.
     """
     gram = np.asarray(gram, dtype=np.float64)
     K = len(gram)
@@ -141,25 +150,28 @@ def min_norm_weights(gram: np.ndarray, max_iter: int = 250, tol: float = 1e-7) -
                 alpha[i], alpha[j] = gamma, 1 - gamma
     if K == 2:
         return alpha
+    m_alpha = gram @ alpha
     for _ in range(max_iter):
-        m_alpha = gram @ alpha
         t = int(np.argmin(m_alpha))
         gamma, _ = _min_norm_pair(float(alpha @ m_alpha), float(m_alpha[t]), float(gram[t, t]))
-        new = gamma * alpha
-        new[t] += 1 - gamma
-        done = np.abs(new - alpha).sum() < tol
-        alpha = new
-        if done:
+        step = 2 * (1 - gamma) * (1 - alpha[t])  # ‖Δα‖_1
+        alpha *= gamma
+        alpha[t] += 1 - gamma
+        m_alpha = gamma * m_alpha + (1 - gamma) * gram[t]
+        if step < tol:
             break
     return alpha
 
 
-def cagrad_weights(gram: np.ndarray, c: float = 0.5) -> tuple[np.ndarray, float]:
+def cagrad_weights(
+    gram: np.ndarray, c: float = 0.5, start: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
     """CAGrad's inner problem: ``w* = argmin_{w ∈ simplex} g_wᵀ g_0 + c ‖g_0‖ ‖g_w‖``.
 
     Returns ``(w*, λ)`` with ``λ = c ‖g_0‖ / ‖g_w*‖`` (0 when ``g_w* = 0``), from the Gram matrix
     (``g_wᵀ g_0 = wᵀ M 1/K``, ``‖g_0‖² = mean(M)``), solved with scipy's SLSQP. The problem is
     invariant to a global scale of ``M``, so ``M`` is normalised by its mean diagonal first.
+    ``start`` (default uniform) is the initial ``w``, e.g. the previous step's solution.
     """
     gram = np.asarray(gram, dtype=np.float64)
     K = len(gram)
@@ -174,10 +186,11 @@ def cagrad_weights(gram: np.ndarray, c: float = 0.5) -> tuple[np.ndarray, float]
         norm = math.sqrt(max(w @ M @ w, 0.0) + 1e-12)
         return w @ b + radius * norm, b + radius * (M @ w) / norm
 
+    w0 = np.full(K, 1.0 / K) if start is None or len(start) != K else np.asarray(start, float)
     res = minimize(
-        objective, np.full(K, 1.0 / K), jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * K,
+        objective, w0, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * K,
         constraints=({"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(K)},),
-        options={"maxiter": 100, "ftol": 1e-12},
+        options={"maxiter": 100, "ftol": 1e-10},
     )
     w = np.clip(res.x, 0.0, None)
     w = w / w.sum()
@@ -196,9 +209,11 @@ def nash_weights(
     ``φ(α) = ½ αᵀ M α − Σ_k log α_k`` on ``α > 0``, so the solution is its unique minimiser; we
     find it with damped Newton steps (Armijo backtracking that keeps ``α > 0``), converged to
     machine precision in a few iterations. (The paper instead solves a sequence of convex
-    programs with cvxpy, 20 steps by default, which only approximates this point.) ``M`` is
-    normalised by its mean diagonal and regularised with ``ridge · I`` so that the point exists
-    when task gradients are linearly dependent; tasks with a zero gradient get ``α_k = 0``.
+    programs with cvxpy, 20 steps by default, which only approximates this point.) The problem
+    is solved on the cosine-similarity matrix ``D^{-½} M D^{-½}`` (``D = diag M``), which makes
+    it independent of the tasks' gradient scales, then mapped back (``α = D^{-½} α̃``); a
+    ``ridge · I`` keeps the point finite when task gradients are linearly dependent. Tasks
+    with a zero gradient get ``α_k = 0``.
 
     Returns ``(α, Newton iterations)``.
     """
@@ -209,9 +224,9 @@ def nash_weights(
     if live.size == 0:
         return alpha, 0
     M = gram[np.ix_(live, live)]
-    scale = float(np.mean(np.diag(M)))
-    M = M / scale + ridge * np.eye(live.size)
-    a = 1.0 / np.sqrt(np.diag(M))
+    norms = np.sqrt(np.diag(M))
+    M = M / np.outer(norms, norms) + ridge * np.eye(live.size)
+    a = np.ones(live.size)
 
     def phi(x):
         return 0.5 * x @ M @ x - np.log(x).sum()
@@ -231,7 +246,7 @@ def nash_weights(
         while phi(a + t * step) > f0 - 0.25 * t * decrement and t > 1e-12:
             t *= 0.5
         a = a + t * step
-    alpha[live] = a / math.sqrt(scale)
+    alpha[live] = a / norms
     return alpha, it
 
 
@@ -243,6 +258,12 @@ class _GradientMethod(Weighting):
 
     gradient_based = True
 
+    def __init__(self, num_tasks: int, on: str = "params") -> None:
+        super().__init__(num_tasks)
+        if on not in ("params", "features"):
+            raise ConfigError(f"on must be 'params' or 'features', got {on!r}.")
+        self.on = on
+
     def _solve(self, gram: np.ndarray, batch: TaskBatch) -> tuple[np.ndarray, np.ndarray, dict]:
         """Return ``(β, head weights, logs)`` for the active tasks."""
         raise NotImplementedError  # pragma: no cover
@@ -252,6 +273,8 @@ class _GradientMethod(Weighting):
             w = torch.ones(len(batch.index))
             self._backward_weighted(batch, w)
             return {"weights": batch.full(w), "fallback": True}
+        if self.on == "features":
+            return self._backward_features(batch)
         G, used = task_gradients(batch.losses, batch.shared)
         gram = (G @ G.T).double().cpu().numpy()
         beta, head_w, logs = self._solve(gram, batch)
@@ -261,6 +284,30 @@ class _GradientMethod(Weighting):
         logs["weights"] = batch.full(beta)
         logs["conflicts"] = int((np.triu(gram, 1) < 0).sum())
         return logs
+
+    def _backward_features(self, batch: TaskBatch) -> dict:
+        """The representation-gradient variant: solve on ``∂L_k/∂Z``, backprop ``βᵀ G_Z``."""
+        Z = _features_or_raise(batch, f"{type(self).__name__}(on='features')")
+        Gz, _ = task_gradients(batch.losses, [Z])
+        gram = (Gz @ Gz.T).double().cpu().numpy()
+        beta, head_w, logs = self._solve(gram, batch)
+        dz = (torch.as_tensor(beta, dtype=Gz.dtype, device=Gz.device) @ Gz).view_as(Z)
+        self._backward_task_params(batch, torch.as_tensor(head_w, dtype=torch.float32), stop_at=Z)
+        torch.autograd.backward(Z, grad_tensors=dz.to(Z.dtype))
+        logs["weights"] = batch.full(beta)
+        logs["conflicts"] = int((np.triu(gram, 1) < 0).sum())
+        logs["on"] = "features"
+        return logs
+
+
+def _features_or_raise(batch: TaskBatch, who: str) -> Tensor:
+    Z = batch.features
+    if Z is None or not Z.requires_grad:
+        raise DataError(
+            f"{who} needs shared_features: the shared representation the heads read, a tensor "
+            "that requires grad (do not detach it)."
+        )
+    return Z
 
 
 class PCGrad(_GradientMethod):
@@ -283,12 +330,18 @@ class PCGrad(_GradientMethod):
         num_tasks: K.
         seed: seed of the random task orders, drawn from ``(seed, step)`` (the step counter is a
             buffer, resumed by ``state_dict()``). Default 0.
+        on: ``"params"`` (default, the paper's method: task gradients on the shared parameters,
+            K backward passes through the trunk) or ``"features"`` (an approximation, cheaper:
+            task gradients w.r.t. ``shared_features`` Z — K backward passes through the heads
+            only —, the method applied to them, and the combined ``∂/∂Z`` back-propagated once
+            through everything upstream of Z; conflicts are then measured between per-batch
+            feature gradients rather than parameter gradients).
     """
 
     name = "pcgrad"
 
-    def __init__(self, num_tasks: int, seed: int = 0) -> None:
-        super().__init__(num_tasks)
+    def __init__(self, num_tasks: int, seed: int = 0, on: str = "params") -> None:
+        super().__init__(num_tasks, on)
         self.seed = _check_seed(seed)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
@@ -363,12 +416,7 @@ class MGDA(_GradientMethod):
         use_ub = self.upper_bound if self.upper_bound is not None else batch.features is not None
         if not use_ub:
             return super()._backward(batch)
-        Z = batch.features
-        if Z is None or not Z.requires_grad:
-            raise DataError(
-                "MGDA(upper_bound=True) needs shared_features: the shared representation the "
-                "heads read, a tensor that requires grad (do not detach it)."
-            )
+        Z = _features_or_raise(batch, "MGDA(upper_bound=True)")
         Gz, _ = task_gradients(batch.losses, [Z])
         gram = (Gz @ Gz.T).double().cpu().numpy()
         alpha = self._weights(gram, batch)
@@ -399,19 +447,28 @@ class CAGrad(_GradientMethod):
         num_tasks: K.
         c: the radius of the ball relative to ``‖g_0‖``; the paper's convergence guarantee to a
             stationary point of the average loss needs ``0 ≤ c < 1``. Default 0.5.
+        on: ``"params"`` (default, the paper's method: task gradients on the shared parameters,
+            K backward passes through the trunk) or ``"features"`` (an approximation, cheaper:
+            task gradients w.r.t. ``shared_features`` Z — K backward passes through the heads
+            only —, the method applied to them, and the combined ``∂/∂Z`` back-propagated once
+            through everything upstream of Z; conflicts are then measured between per-batch
+            feature gradients rather than parameter gradients).
     """
 
     name = "cagrad"
 
-    def __init__(self, num_tasks: int, c: float = 0.5) -> None:
-        super().__init__(num_tasks)
+    def __init__(self, num_tasks: int, c: float = 0.5, on: str = "params") -> None:
+        super().__init__(num_tasks, on)
         if isinstance(c, bool) or not (isinstance(c, (int, float)) and math.isfinite(c) and c >= 0):
             raise ConfigError(f"c must be a non-negative number, got {c!r}.")
         self.c = float(c)
+        self._last: tuple[list[int], np.ndarray] | None = None
 
     def _solve(self, gram, batch):
         K = len(gram)
-        w, lam = cagrad_weights(gram, self.c)
+        start = self._last[1] if self._last and self._last[0] == batch.index else None
+        w, lam = cagrad_weights(gram, self.c, start)
+        self._last = (list(batch.index), w)  # warm start for the next step (same tasks)
         beta = (1.0 + K * lam * w) / (1.0 + self.c**2)  # K (g0 + λ g_w) / (1 + c²)
         return beta, np.ones(K), {"lambda": lam}
 
@@ -436,12 +493,18 @@ class NashMTL(_GradientMethod):
     Args:
         num_tasks: K.
         max_iter: Newton iterations. Default 50 (usually fewer than 10 are used).
+        on: ``"params"`` (default, the paper's method: task gradients on the shared parameters,
+            K backward passes through the trunk) or ``"features"`` (an approximation, cheaper:
+            task gradients w.r.t. ``shared_features`` Z — K backward passes through the heads
+            only —, the method applied to them, and the combined ``∂/∂Z`` back-propagated once
+            through everything upstream of Z; conflicts are then measured between per-batch
+            feature gradients rather than parameter gradients).
     """
 
     name = "nash_mtl"
 
-    def __init__(self, num_tasks: int, max_iter: int = 50) -> None:
-        super().__init__(num_tasks)
+    def __init__(self, num_tasks: int, max_iter: int = 50, on: str = "params") -> None:
+        super().__init__(num_tasks, on)
         self.max_iter = _positive_int("max_iter", max_iter)
 
     def _solve(self, gram, batch):

@@ -167,11 +167,22 @@ def weighted_sum(losses: Sequence[Tensor], weights: Tensor) -> Tensor:
     return (weights.to(device=stacked.device, dtype=stacked.dtype) * stacked).sum()
 
 
-def graph_leaves(roots: Sequence[Tensor], exclude: Iterable[Tensor] = ()) -> list[Tensor]:
-    """The leaf tensors (parameters) ``roots`` depend on through autograd, minus ``exclude``."""
+def graph_leaves(
+    roots: Sequence[Tensor], exclude: Iterable[Tensor] = (), stop_at: Tensor | None = None
+) -> list[Tensor]:
+    """The leaf tensors (parameters) ``roots`` depend on through autograd, minus ``exclude``.
+
+    With ``stop_at`` (an intermediate tensor), the walk does not go past it: only the leaves
+    reached without passing through ``stop_at`` are returned.
+    """
     skip = {id(t) for t in exclude}
     found: list[Tensor] = []
     seen_nodes: set = set()
+    if stop_at is not None:
+        if stop_at.grad_fn is not None:
+            seen_nodes.add(stop_at.grad_fn)
+        else:
+            skip.add(id(stop_at))
     stack = [r.grad_fn for r in roots if r.grad_fn is not None]
     for r in roots:
         if r.grad_fn is None and r.requires_grad and id(r) not in skip:
@@ -361,11 +372,14 @@ class Weighting(nn.Module):
         if total.requires_grad:
             total.backward()
 
-    def _backward_task_params(self, batch: TaskBatch, weights: Tensor) -> None:
-        """Backward of ``Σ w_k L_k`` restricted to the non-shared parameters."""
+    def _backward_task_params(
+        self, batch: TaskBatch, weights: Tensor, stop_at: Tensor | None = None
+    ) -> None:
+        """Backward of ``Σ w_k L_k`` restricted to the non-shared parameters (downstream of
+        ``stop_at`` when given)."""
         params = batch.task_params
         if params is None:
-            params = graph_leaves(batch.losses, exclude=batch.shared)
+            params = graph_leaves(batch.losses, exclude=batch.shared, stop_at=stop_at)
         total = weighted_sum(batch.losses, weights)
         if params and total.requires_grad:
             torch.autograd.backward(total, inputs=params)
