@@ -454,7 +454,7 @@ def test_gradients_accumulate_and_task_params_can_be_given(name):
     w = create_weighting(name, 3)
     once(w)
     if name in ("rlw", "pcgrad"):  # random draws differ between steps; restart the sequence
-        w.step.zero_()
+        w.num_steps.zero_()
     once(w)
     for g, s in zip(grads_of(params), single, strict=True):
         torch.testing.assert_close(g, 2 * s)

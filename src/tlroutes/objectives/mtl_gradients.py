@@ -343,12 +343,12 @@ class PCGrad(_GradientMethod):
     def __init__(self, num_tasks: int, seed: int = 0, on: str = "params") -> None:
         super().__init__(num_tasks, on)
         self.seed = _check_seed(seed)
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
 
     def _solve(self, gram, batch):
         K = len(gram)
-        orders = _random_orders(K, step_generator(self.seed, int(self.step)))
-        self.step += 1
+        orders = _random_orders(K, step_generator(self.seed, int(self.num_steps)))
+        self.num_steps.add_(1)
         C = pcgrad_coefficients(gram, orders)
         return C.sum(axis=0), np.ones(K), {}
 

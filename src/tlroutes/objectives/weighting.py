@@ -22,7 +22,7 @@ The contract of ``backward(losses, shared_params, shared_features=None, task_par
 - **A task is skipped** when ``mask[k]`` is False, when its entry is ``None``, or when its loss is
   NaN (the usual value of a mean over an empty selection, e.g. a batch with no label for that
   task). A skipped task contributes no gradient and takes no part in the weighting: it gets weight
-  0, its learned weight (UW, GradNorm) is not updated, and its loss is not recorded in any history
+  0, its learned weight (UW, GradNorm) gets no gradient, and its loss is not recorded in any history
   (DWA, GradNorm). The remaining tasks are weighted among themselves. Prefer a sequence with
   ``None`` (or its own scalar per task) to a stacked ``(K,)`` tensor when losses may be NaN: with a
   stacked tensor, autograd still sends a zero gradient into the skipped task's graph, which is
@@ -36,8 +36,10 @@ The contract of ``backward(losses, shared_params, shared_features=None, task_par
   For the gradient methods this is a second, cheap backward restricted to those parameters; when
   ``task_params`` is None they are found by walking the autograd graph of the losses (give them
   explicitly to skip the walk).
-- **shared_features** — the shared representation ``Z`` the heads read (a tensor in the graph).
-  Only MGDA (its MGDA-UB upper bound) and GradNorm (``on="features"``) use it.
+- **shared_features** — the shared representation ``Z`` the heads read (a tensor in the graph, not
+  detached). Read by MGDA (its MGDA-UB upper bound, used whenever ``Z`` is given), by
+  ``on="features"`` in PCGrad, CAGrad, Nash-MTL and GradNorm; ignored by the others, so a loop
+  may always pass it.
 - **Gradients accumulate** into ``.grad`` as ``loss.backward()`` does: zero them yourself.
 - **Returns** a dict of logs: always ``weights`` (a CPU tensor ``(K,)``, 0 for skipped tasks: the
   loss weights for the loss-based methods, the coefficients of the task gradients in the shared
@@ -46,7 +48,8 @@ The contract of ``backward(losses, shared_params, shared_features=None, task_par
 
 Loss-based methods (:class:`EqualWeighting`, :class:`UncertaintyWeighting`,
 :class:`DynamicWeightAverage`, :class:`RandomLossWeighting`, and :class:`GradNorm`, whose weights
-come from gradient norms) do exactly **one** backward of the weighted sum. The gradient methods do
+come from gradient norms, read with K partial backward passes down to one shared layer) do
+exactly **one** full backward, of the weighted sum. The gradient methods do
 one backward per task through the shared part (``torch.autograd.grad`` on the shared parameters,
 flattened into a ``(K, P)`` matrix), solve a ``K × K`` problem on the Gram matrix ``G Gᵀ`` and write
 the combined gradient; see :mod:`tlroutes.objectives.mtl_gradients`.
@@ -564,12 +567,12 @@ class RandomLossWeighting(Weighting):
     def __init__(self, num_tasks: int, seed: int = 0) -> None:
         super().__init__(num_tasks)
         self.seed = _check_seed(seed)
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("num_steps", torch.zeros((), dtype=torch.long))
 
     def _backward(self, batch: TaskBatch) -> dict:
-        gen = step_generator(self.seed, int(self.step))
+        gen = step_generator(self.seed, int(self.num_steps))
         eps = torch.randn(self.num_tasks, generator=gen)
-        self.step += 1
+        self.num_steps.add_(1)
         w = torch.softmax(eps[batch.index], dim=0)
         self._backward_weighted(batch, w)
         return {"weights": batch.full(w)}
