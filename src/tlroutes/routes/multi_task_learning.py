@@ -167,7 +167,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     trainer.fit(stage(
         "joint", step, {"train": stream(splits["train"], t, spec.seed, "joint")},
         lambda: _score(model, joined, splits["val"], reference), first.task, t,
-        monitor="delta_m" if reference else "mean_score", mode="max", backward=step.backward))
+        monitor="delta_m" if reference else "mean_score", mode="max", backward=step.backward,
+        on_epoch_end=getattr(weighting, "end_epoch", None)))
     trainer.save_model(model)
     per_task = _per_task(model, joined, splits["test"])
 

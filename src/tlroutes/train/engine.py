@@ -77,6 +77,8 @@ class Stage:
             per-task gradients): called with what ``step`` returned as its loss, it accumulates
             gradients and returns ``(total, logs)`` — the scalar to log and check for NaN, and
             extra figures. Default None: the loss is a scalar and is back-propagated as usual.
+        on_epoch_end: called after each epoch's training steps (e.g. a weighting that
+            compares epochs, such as DWA). Default None.
     """
 
     name: str
@@ -98,6 +100,7 @@ class Stage:
     restore_best: bool = True
     eval_modules: list[nn.Module] = field(default_factory=list)
     backward: Callable[[Any], tuple[Tensor, dict[str, Tensor]]] | None = None
+    on_epoch_end: Callable[[], Any] | None = None
 
 
 @dataclass
@@ -226,6 +229,8 @@ class Trainer:
             for epoch in range(start, stage.epochs):
                 t0 = time.perf_counter()
                 train = self._train_epoch(stage, module, optimizer, scheduler, epoch, steps)
+                if stage.on_epoch_end is not None:
+                    stage.on_epoch_end()
                 record = {"stage": stage.name, "epoch": epoch, **train}
                 record.update({f"val_{k}": float(v) for k, v in self._validate(stage).items()})
                 score = record.get(f"val_{stage.monitor}")
