@@ -78,7 +78,7 @@ def test_weight_sharing_refuses_different_label_sets(tmp_path):
             "b": {"dataset": "mnist1d", "task": "parity", "n": 100}})
 
 
-@pytest.mark.parametrize("weighting", ["uw", "pcgrad"])
+@pytest.mark.parametrize("weighting", ["uw", "dwa", "pcgrad"])
 def test_multi_task_learning_with_shared_inputs(tmp_path, weighting):
     problems = {name: {"dataset": "digits", "task": name, "canvas": 12, "n": 200}
                 for name in ("digit", "properties", "position")}
