@@ -87,7 +87,10 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     t = spec.target_training
     if recipe.cache_features:
         model.to(trainer.device)
-        train, val = (cache_features(model, s) for s in (target.train, target.val))
+        # At the training batch size: larger passes were memory-bound and slower on CPU
+        # (benchmarks/RESULTS.md, "Feature cache").
+        train, val = (cache_features(model, s, batch_size=t.batch_size)
+                      for s in (target.train, target.val))
         head = model.heads["target"]
         trainer.fit(stage(
             "probe", HeadStep(head, target.task), {"train": stream(train, t, spec.seed, "probe")},
