@@ -8,7 +8,7 @@ import torch
 from tlroutes.config import parse_run
 from tlroutes.errors import ConfigError, DataError
 from tlroutes.problem import Task
-from tlroutes.routes.multi_task_learning import Joined, delta_m
+from tlroutes.routes.multi_task_learning import Joined, check_labelled, delta_m
 from tlroutes.runner import run
 
 QUICK = {"epochs": 2, "batch_size": 32}
@@ -111,6 +111,16 @@ def test_joined_targets_round_trip_and_masks():
     r, rmask = joined.unpack(split.y, "r")
     assert cmask.tolist() == [True, True, True, False, False]
     assert c[cmask].tolist() == [0, 2, 1] and r[rmask].tolist() == [[1, 2], [3, 4]]
+
+
+def test_a_task_with_no_labelled_sample_in_a_split_is_named():
+    tasks = {"c": Task("classification", ("a", "b")), "r": Task("regression")}
+    joined = Joined(tasks)
+    labelled = joined.pack([(torch.zeros(2, 3), {"c": torch.tensor([0, 1]),
+                                                 "r": torch.ones(2, 1)})])
+    only_c = joined.pack([(torch.zeros(2, 3), {"c": torch.tensor([0, 1])})])
+    with pytest.raises(DataError, match="Task 'r' has no labelled sample in the val split"):
+        check_labelled(joined, {"train": labelled, "val": only_c})
 
 
 def test_delta_m_signs_lower_is_better_metrics():

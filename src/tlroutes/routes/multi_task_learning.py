@@ -138,11 +138,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     tasks = {name: p.task for name, p in problems.items()}
     joined = Joined(tasks)
     splits = {s: joined.pack(_groups(problems, s)) for s in ("train", "val", "test")}
-    for split_name, split in splits.items():
-        for name in tasks:
-            if not bool(joined.unpack(split.y, name)[1].any()):
-                raise DataError(f"Task '{name}' has no labelled sample in the {split_name} "
-                                "split; every task needs labels in train, val and test.")
+    check_labelled(joined, splits)
     first = next(iter(problems.values()))
     t = spec.training
 
@@ -195,6 +191,15 @@ def delta_m(metrics: dict[str, dict[str, float]], reference: dict[str, dict[str,
         change = (metrics[name][key] - base) / max(abs(base), 1e-12)
         total += change if higher else -change
     return 100.0 * total / len(tasks)
+
+
+def check_labelled(joined: Joined, splits: dict[str, Split]) -> None:
+    """Raise :class:`DataError` when a task has no labelled sample in some split."""
+    for split_name, split in splits.items():
+        for name in joined.tasks:
+            if not bool(joined.unpack(split.y, name)[1].any()):
+                raise DataError(f"Task '{name}' has no labelled sample in the {split_name} "
+                                "split; every task needs labels in train, val and test.")
 
 
 def _require_fit(problems: dict[str, Problem]) -> None:
