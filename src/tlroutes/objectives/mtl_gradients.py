@@ -42,6 +42,7 @@ shared parameters to update its weights.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Iterable, Sequence
 
@@ -264,9 +265,9 @@ class _GradientMethod(Weighting):
             raise ConfigError(f"on must be 'params' or 'features', got {on!r}.")
         self.on = on
 
+    @abc.abstractmethod
     def _solve(self, gram: np.ndarray, batch: TaskBatch) -> tuple[np.ndarray, np.ndarray, dict]:
         """Return ``(β, head weights, logs)`` for the active tasks."""
-        raise NotImplementedError  # pragma: no cover
 
     def _backward(self, batch: TaskBatch) -> dict:
         if not batch.shared:

@@ -64,6 +64,7 @@ yourself, inside ``no_sync()``).
 
 from __future__ import annotations
 
+import abc
 import inspect
 import math
 from collections.abc import Iterable, Sequence
@@ -247,7 +248,7 @@ def add_flat_grad(params: Sequence[Tensor], flat: Tensor, used: Sequence[bool]) 
 # --------------------------------------------------------------------------- the base class
 
 
-class Weighting(nn.Module):
+class Weighting(nn.Module, abc.ABC):
     """Base class: combine K task losses into gradients on shared and task-specific parameters.
 
     Subclasses implement :meth:`_backward` on a validated :class:`TaskBatch`; see the module
@@ -303,8 +304,9 @@ class Weighting(nn.Module):
         logs.setdefault("active", batch.active)
         return logs
 
-    def _backward(self, batch: TaskBatch) -> dict:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _backward(self, batch: TaskBatch) -> dict:
+        """Accumulate the method's gradients for the active tasks; return the logs."""
 
     # -- validation ------------------------------------------------------------------------
 
