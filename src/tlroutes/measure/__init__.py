@@ -1,0 +1,1 @@
+"""Measurements that place a project on the cube: domains, tasks, transferability."""
