@@ -8,14 +8,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tlroutes-installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "torch==2.13.0" \
 		|| $(BIN)/python -m pip install --quiet "torch>=2.2,<3"
-	$(BIN)/python -m pip install --quiet -e ".[dev,vision,text,lora,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,vision,text,lora,ray,tensorboard,mlflow]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -23,7 +23,14 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tlroutes demo --out runs/demo
 
-test: $(STAMP)
+# The report's browser test needs Debian's chromium; install it when missing and we may.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } || \
+		echo "could not install chromium: the browser test will say so"
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check src tests benchmarks
 

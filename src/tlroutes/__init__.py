@@ -9,7 +9,10 @@ from tlroutes.matrix import Route, draw_cube, route_for
 
 __version__ = "0.1.0"
 
-__all__ = ["Route", "TLRoutesError", "draw_cube", "route_for", "run", "__version__"]
+__all__ = [
+    "Route", "TLRoutesError", "draw_cube", "inspect", "plan", "report", "route_for", "run",
+    "__version__",
+]
 
 
 def run(spec, out, *, resume: bool = False, progress: bool = True) -> dict:
@@ -20,3 +23,34 @@ def run(spec, out, *, resume: bool = False, progress: bool = True) -> dict:
     from tlroutes.runner import run as _run
 
     return _run(spec, out, resume=resume, progress=progress)
+
+
+def inspect(first, second=None, **kwargs):
+    """Measure how two problems (or a run file's problems) relate; return the evidence.
+
+    See :func:`tlroutes.measure.evidence.inspect` for the arguments; the result is what
+    ``tlroutes inspect`` prints and writes as JSON.
+    """
+    from tlroutes.measure.evidence import inspect as _inspect
+
+    return _inspect(first, second, **kwargs)
+
+
+def plan(spec, **kwargs):
+    """Name the route for a run file from its declarations and measurements; return the plan.
+
+    See :func:`tlroutes.planner.plan`; the result is what ``tlroutes plan`` prints and writes.
+    """
+    from tlroutes.planner import plan as _plan
+
+    return _plan(spec, **kwargs)
+
+
+def report(run_dir):
+    """Build (or rebuild) a run folder's report.html and report.md; return what was written.
+
+    See :func:`tlroutes.report.build_report`.
+    """
+    from tlroutes.report import build_report
+
+    return build_report(run_dir)

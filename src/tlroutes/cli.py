@@ -6,6 +6,7 @@ clear message, without a traceback, and the command exits with status 2.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -70,15 +71,103 @@ def run(
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's run folders.")] = Path(
         "runs/demo"),
+    quick: Annotated[bool, typer.Option(
+        help="A third of every example's epochs: a smoke test of all eight routes.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue a stopped demo.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
 ) -> None:
-    """Run the routes that have recipes on built-in data and print one table."""
+    """Run the eight routes on built-in data, print one table and write an index of reports."""
     from tlroutes.demo import run_demo
 
-    summaries = run_demo(out, resume=resume, progress=not quiet)
+    summaries = run_demo(out, resume=resume, progress=not quiet, quick=quick)
     console.print(summary_table(summaries))
+    index = out / "index.html"
+    if index.is_file():
+        console.print(f"reports: {index}")
     console.print(f"run folders under {out}")
+
+
+@app.command()
+def inspect(
+    first: Annotated[str, typer.Argument(help="A run file (its problems are compared), or a "
+                                         "dataset: NAME[:key=value,...], e.g. digits:n=500.")],
+    second: Annotated[str | None, typer.Argument(help="The second dataset (the target), "
+                                                  "e.g. digits:rotation=30.")] = None,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Write the evidence here. Default: runs/inspect/<names>.json.")] = None,
+    candidate: Annotated[list[str] | None, typer.Option(
+        help="A trunk to rank for the target: NAME=TRUNK or NAME=TRUNK:WEIGHTS (a safetensors "
+        "file of trunk weights); repeat for several.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the measurements.")] = 0,
+    permutations: Annotated[int, typer.Option(help="Permutations of the MMD test.")] = 200,
+    max_samples: Annotated[int, typer.Option(help="Samples per side for the tests.")] = 2000,
+) -> None:
+    """Measure whether two problems share a domain and a task, with controls; rank trunks."""
+    from tlroutes.measure.display import evidence_tables
+    from tlroutes.measure.evidence import inspect as inspect_
+    from tlroutes.measure.evidence import load_data, trunk_candidates
+
+    candidates = None
+    if candidate:
+        target = load_data(second, seed, "second") if second else None
+        candidates = trunk_candidates(candidate, target, first if second is None else None)
+    evidence = inspect_(first, second, candidates=candidates, seed=seed,
+                        permutations=permutations, max_samples=max_samples)
+    for table in evidence_tables(evidence):
+        console.print(table)
+    path = json_out or Path("runs/inspect") / f"{_slug(first, second)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(evidence.to_dict(), indent=2))
+    console.print(f"evidence written to {path} ({evidence.seconds:.1f} s)")
+
+
+@app.command()
+def plan(
+    run_file: Annotated[Path, typer.Argument(help="The run file (YAML); route: auto lets the "
+                                             "plan choose.")],
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for plan.json and cube.png. Default: runs/plan/<run file name>.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the measurements. Default: the "
+                                             "run file's.")] = None,
+    permutations: Annotated[int, typer.Option(help="Permutations of the MMD test.")] = 200,
+    max_samples: Annotated[int, typer.Option(help="Samples per side for the tests.")] = 2000,
+) -> None:
+    """Name the route for a run file from what it declares and what is measured in its data."""
+    from tlroutes.matrix import cube_table, draw_cube
+    from tlroutes.measure.display import plan_tables
+    from tlroutes.planner import plan as plan_
+
+    result = plan_(run_file, seed=seed, permutations=permutations, max_samples=max_samples)
+    console.print(cube_table(result.route))
+    for table in plan_tables(result):
+        console.print(table)
+    out = out or Path("runs/plan") / run_file.stem
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plan.json").write_text(json.dumps(result.to_dict(), indent=2))
+    draw_cube(result.route, out / "cube.png")
+    console.print(f"plan: [bold]{result.route.title}[/] (route: {result.route.value}); "
+                  f"written to {out}/plan.json and {out}/cube.png")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (holds run.yaml).")],
+) -> None:
+    """Rebuild a run folder's report (report.html and report.md) from what the folder holds."""
+    from tlroutes.report import build_report
+
+    result = build_report(run_dir)
+    for line in result.missing:
+        console.print(f"[yellow]missing:[/] {escape(line)}")
+    console.print(f"report: {result.html}  (Markdown: {result.markdown})")
+
+
+def _slug(*parts: str | None) -> str:
+    import re
+
+    text = "-vs-".join(Path(p).stem if p.endswith((".yaml", ".yml", ".npz")) else p
+                       for p in parts if p)
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)[:120]
 
 
 def summary_table(summaries: list[dict]) -> Table:

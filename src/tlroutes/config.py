@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tlroutes.errors import ConfigError, did_you_mean
 from tlroutes.train.hardware import Hardware
@@ -150,12 +150,92 @@ class HardwareSpec(_Spec):
         return Hardware(**self.model_dump())
 
 
+class MlflowSpec(_Spec):
+    """Log the run to MLflow (needs the extra: ``pip install "tlroutes[mlflow]"``)."""
+
+    tracking_uri: str | None = Field(
+        None, description="Where MLflow stores runs: a database URI such as "
+        "'sqlite:///mlflow.db' (a SQLite file, path relative to the current directory; four "
+        "slashes for an absolute path) or a tracking server's http(s):// address. Default: the "
+        "MLFLOW_TRACKING_URI environment variable when set, else 'sqlite:///mlflow.db' in the "
+        "current directory (view it with `mlflow ui --backend-store-uri sqlite:///mlflow.db`).",
+    )
+    experiment: str = Field(
+        "tlroutes", min_length=1, description="The MLflow experiment the run goes to; created "
+        "when missing. Default 'tlroutes'.",
+    )
+    run_name: str | None = Field(
+        None, description="The MLflow run's name. Default: the run folder's name.",
+    )
+    artifacts: bool = Field(
+        True, description="At the end, upload summary.json, run.yaml, metrics.jsonl and the "
+        "report (report.html, report.md, report_files/) when present. Default true.",
+    )
+    artifact_location: str | None = Field(
+        None, description="Where a NEW experiment keeps its artifacts (a folder or URI); an "
+        "existing experiment keeps its own. Default: MLflow's own choice (for a local database, "
+        "the folder mlruns/ in the current directory).",
+    )
+
+
+class TrackingSpec(_Spec):
+    """Experiment tracking. metrics.jsonl in the run folder is always written; these add more.
+
+    Every finished epoch of every stage becomes scalars named ``<stage>/<metric>`` (e.g.
+    ``target/val_accuracy``, ``source/train_loss``, ``baseline/lr``) at a global step that counts
+    epochs over the whole run and keeps counting across a resume.
+    """
+
+    tensorboard: bool = Field(
+        False, description="Write TensorBoard event files to <run folder>/tensorboard/ (needs "
+        "the extra: pip install \"tlroutes[tensorboard]\"). Default false.",
+    )
+    mlflow: MlflowSpec | None = Field(
+        None, description="Log parameters (the resolved run file, flattened), metrics and "
+        "artifacts to MLflow; `mlflow: {}` or `mlflow: true` takes every default. A resumed run "
+        "continues the same MLflow run. Default: none (no MLflow).",
+    )
+
+    @field_validator("mlflow", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # `mlflow: true` reads naturally in a run file; it means every default.
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
+
+class ConstraintSpec(_Spec):
+    """What the project must live with; ``tlroutes plan`` infers the order from it."""
+
+    source_data: bool = Field(
+        True, description="The source problem's data is available. false: only a pretrained "
+        "model is (the order must be sequential). Default true.",
+    )
+    one_model: bool = Field(
+        False, description="One model must serve both problems in the end (the order must be "
+        "simultaneous). Default false.",
+    )
+
+
 class RunSpec(_Spec):
     """A whole run: the route, the two problems, the model and how each stage trains."""
 
     route: str = Field(
         ..., description="The route: one of the eight ids or titles, e.g. 'task_fine_tuning' "
-        "or 'Task Fine-Tuning'. `tlroutes routes` lists them.",
+        "or 'Task Fine-Tuning' (`tlroutes routes` lists them), or 'auto': `tlroutes plan` "
+        "measures the data and picks it.",
+    )
+    order: Literal["sequential", "simultaneous"] | None = Field(
+        None, description="For route 'auto': 'sequential' or 'simultaneous'. Default: from the "
+        "constraints, else from the run file's shape (problems: → simultaneous).",
+    )
+    constraints: ConstraintSpec = Field(
+        default_factory=ConstraintSpec, description="What the project must live with "
+        "(source data available? one model for both?). Default: source data available, no "
+        "single-model requirement.",
     )
     seed: int = Field(0, description="The run's seed; every stage derives its own. Default 0.")
     seeds: int = Field(
@@ -196,6 +276,10 @@ class RunSpec(_Spec):
         "regulariser …); each route documents its fields. Default {} (the route's defaults).",
     )
     hardware: HardwareSpec = Field(default_factory=HardwareSpec, description="Devices.")
+    tracking: TrackingSpec = Field(
+        default_factory=TrackingSpec, description="Experiment tracking: TensorBoard and MLflow, "
+        "besides metrics.jsonl. Default: metrics.jsonl only.",
+    )
 
 
 def load_run_file(path: str | Path) -> RunSpec:
@@ -248,6 +332,10 @@ def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
         if get_origin(ann) is dict and parts:  # a mapping of specs, e.g. jobs: {name: JobSpec}
             ann = get_args(ann)[-1]
             parts.pop(0)
+        # An optional spec (e.g. mlflow: MlflowSpec | None) lists the spec's own keys.
+        specs = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if get_origin(ann) is not dict and len(specs) == 1:
+            ann = specs[0]
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return []
         model = ann

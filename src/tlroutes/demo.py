@@ -1,18 +1,28 @@
-"""``tlroutes demo``: every example run file whose route has a recipe, on built-in data.
+"""``tlroutes demo``: the eight packaged example run files on built-in data, one after another.
 
 The example run files ship inside the package (``tlroutes/examples/``; the repository's
-``examples/`` folder points there), so the demo runs the same files a user copies.
+``examples/`` folder points there), so the demo runs the same files a user copies. Each route
+gets a run folder ``out/<route>/`` with its report; ``out/index.html`` links them all.
+``quick=True`` runs every example at a third of its epochs (at least one), for a smoke test
+that still trains every stage and baseline.
 """
 
 from __future__ import annotations
 
+import math
+import sys
+import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from tlroutes.config import load_run_file
+from tlroutes.config import RunSpec, TrainSpec, load_run_file
 from tlroutes.matrix import Route
 from tlroutes.routes import MODULES
 from tlroutes.runner import run
+
+QUICK_EPOCH_FRACTION = 1 / 3
+"""``--quick`` trains each stage for this fraction of its epochs, rounded up."""
 
 
 def example_files() -> list[Path]:
@@ -27,8 +37,58 @@ def runnable_examples() -> list[Path]:
     return [p for p in example_files() if Route.parse(load_run_file(p).route) in MODULES]
 
 
-def run_demo(out: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
-    """Run every runnable example into ``out/<route>``; return their summaries in order."""
+def quick_spec(spec: RunSpec) -> RunSpec:
+    """``spec`` with every stage's epochs (Parallel Training jobs' too) cut to a third."""
+    def cut(train: TrainSpec) -> TrainSpec:
+        return train.model_copy(update={"epochs": _quick_epochs(train.epochs)})
+
+    recipe = dict(spec.recipe)
+    if isinstance(recipe.get("jobs"), dict):
+        jobs = {}
+        for name, job in recipe["jobs"].items():
+            job = dict(job)
+            training = dict(job.get("training") or {})
+            training["epochs"] = _quick_epochs(training.get("epochs", TrainSpec().epochs))
+            job["training"] = training
+            jobs[name] = job
+        recipe["jobs"] = jobs
+    return spec.model_copy(update={
+        "source_training": cut(spec.source_training),
+        "target_training": cut(spec.target_training),
+        "training": cut(spec.training),
+        "recipe": recipe,
+    })
+
+
+def _quick_epochs(epochs: int) -> int:
+    return max(1, math.ceil(epochs * QUICK_EPOCH_FRACTION))
+
+
+def run_demo(
+    out: str | Path, resume: bool = False, progress: bool = True, quick: bool = False,
+) -> list[dict[str, Any]]:
+    """Run every runnable example into ``out/<route>``; return their summaries in order.
+
+    Args:
+        out: the demo folder; each route's run folder goes under it.
+        resume: continue a stopped demo (finished routes are read back, not retrained).
+            Default False.
+        progress: show progress (a line per route, and each run's own display). Default True.
+        quick: a third of every example's epochs. Default False.
+    """
     out = Path(out)
-    return [run(path, out / path.stem, resume=resume, progress=progress)
-            for path in runnable_examples()]
+    paths = runnable_examples()
+    summaries = []
+    for i, path in enumerate(paths, start=1):
+        spec = load_run_file(path)
+        if quick:
+            spec = quick_spec(spec)
+        title = Route.parse(spec.route).title
+        if progress:
+            print(f"[{i}/{len(paths)}] {title}: {path.name}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        summaries.append(run(spec, out / path.stem, resume=resume, progress=progress))
+        if progress:
+            print(f"[{i}/{len(paths)}] {title} done in {time.perf_counter() - start:.0f} s",
+                  file=sys.stderr, flush=True)
+    return summaries

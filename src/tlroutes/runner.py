@@ -1,8 +1,9 @@
 """``tlroutes run``: from a run file to a run folder.
 
 The run folder holds ``run.yaml`` (the resolved run file), ``metrics.jsonl``, ``checkpoints/`` and,
-when the run finishes, ``summary.json``. With ``seeds: k > 1`` each seed gets a run folder of its
-own under ``seed-<s>/`` and the top ``summary.json`` reports mean and spread. A stopped run
+when the run finishes, ``summary.json``; the run file's ``tracking:`` block adds ``tensorboard/``
+and ``tracking.json`` (the MLflow run's id). With ``seeds: k > 1`` each seed gets a run folder of
+its own under ``seed-<s>/`` and the top ``summary.json`` reports mean and spread. A stopped run
 continues with ``resume=True``; the run file must then resolve to the same content as the one
 saved, so that a resumed run is the same run.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +27,31 @@ from tlroutes.train.checkpoint import write_json_atomic
 from tlroutes.train.engine import Trainer
 from tlroutes.train.hardware import make_fabric
 from tlroutes.train.progress import ProgressReporter
+from tlroutes.train.tracking import Scoped, check_extras, open_tracker, run_params
 
 
-def resolve(spec: RunSpec | str | Path) -> RunSpec:
-    """Validate a run (file or spec), including its route's ``recipe:`` block, with defaults."""
+def resolve(spec: RunSpec | str | Path, plan_out: list | None = None) -> RunSpec:
+    """Validate a run (file or spec), including its route's ``recipe:`` block, with defaults.
+
+    ``route: auto`` is planned here (:func:`tlroutes.planner.plan`): the planned route, with its
+    recommended recipe under the run file's own ``recipe:`` keys. The plan is appended to
+    ``plan_out`` when given. An order that contradicts the constraints is an error.
+    """
+    from tlroutes.planner import plan, plan_order
+
     if not isinstance(spec, RunSpec):
         spec = load_run_file(spec)
+    if spec.route == "auto":
+        planned = plan(spec)
+        if plan_out is not None:
+            plan_out.append(planned)
+        spec = spec.model_copy(update={"route": planned.route.value,
+                                       "recipe": {**planned.recipe, **spec.recipe}})
     route = Route.parse(spec.route)
+    plan_order(spec, route)
+    if spec.order is not None and spec.order != route.order:
+        raise ConfigError(f"The run file says order: {spec.order}, but {route.title} is "
+                          f"{route.order}. Drop order:, or choose a {spec.order} route.")
     module = recipe_for(route)
     recipe = parse_recipe(module.Recipe, spec.recipe, route)
     return spec.model_copy(update={"route": route.value,
@@ -54,10 +74,12 @@ def run(
             already holds a run (work is never overwritten).
         progress: show progress. Default True.
     """
-    spec = resolve(spec)
+    planned: list = []
+    spec = resolve(spec, planned)
     route = Route.parse(spec.route)
     module = recipe_for(route)
     recipe = module.Recipe.model_validate(spec.recipe)
+    check_extras(spec.tracking)  # before anything is written: a missing package costs no training
     out = Path(out)
     fabric = make_fabric(spec.hardware.build())
     problem = _check_folder(out, spec, resume) if fabric.global_rank == 0 else None
@@ -67,20 +89,36 @@ def run(
     if fabric.global_rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.yaml").write_text(dump_run(spec))
+        if planned:
+            (out / "plan.json").write_text(json.dumps(planned[0].to_dict(), indent=2))
     fabric.barrier()
-    summaries = []
-    for seed in range(spec.seed, spec.seed + spec.seeds):
-        folder = out if spec.seeds == 1 else out / f"seed-{seed}"
-        one = spec.model_copy(update={"seed": seed})
-        trainer = Trainer(folder, seed=seed, resume=resume, progress=progress, fabric=fabric)
-        summary = module.run(one, recipe, trainer)
-        summary["seed"] = seed
-        if spec.seeds > 1 and fabric.global_rank == 0:
-            write_json_atomic(folder / "summary.json", summary)
-        summaries.append(summary)
-    summary = summaries[0] if spec.seeds == 1 else aggregate(summaries)
-    if fabric.global_rank == 0:
-        write_json_atomic(out / "summary.json", summary)
+    tracker = open_tracker(spec.tracking, out, resume=resume, enabled=fabric.global_rank == 0)
+    try:
+        tracker.start(run_params(spec))
+        summaries = []
+        for seed in range(spec.seed, spec.seed + spec.seeds):
+            folder = out if spec.seeds == 1 else out / f"seed-{seed}"
+            one = spec.model_copy(update={"seed": seed})
+            tracked = tracker if spec.seeds == 1 else Scoped(tracker, f"seed-{seed}")
+            trainer = Trainer(folder, seed=seed, resume=resume, progress=progress, fabric=fabric,
+                              tracker=tracked)
+            summary = module.run(one, recipe, trainer)
+            summary["seed"] = seed
+            if spec.seeds > 1 and fabric.global_rank == 0:
+                write_json_atomic(folder / "summary.json", summary)
+            summaries.append(summary)
+        summary = summaries[0] if spec.seeds == 1 else aggregate(summaries)
+        if fabric.global_rank == 0:
+            write_json_atomic(out / "summary.json", summary)
+        # Files meant for the tracker's artifacts (the report) are written to `out` above this
+        # line: finish uploads what the folder holds then.
+    except BaseException as exc:
+        try:
+            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        except Exception as err:  # the run's own error is the one to report
+            warnings.warn(f"Experiment tracking could not end the failed run: {err}", stacklevel=2)
+        raise
+    tracker.finish("FINISHED")
     return summary
 
 

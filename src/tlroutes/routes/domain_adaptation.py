@@ -13,12 +13,21 @@ Recipe:
    ``selection: target_accuracy`` uses target validation labels and is marked so in the summary.
 4. With target labels, ``target_supervised``: the same architecture from scratch on the labelled
    target samples, same budget.
+
+At the end, ``features.npz`` in the run folder holds trunk features of up to
+:data:`FEATURE_SAMPLES` source-test and as many target-test samples, from the source-only model
+(``before``) and the adapted one (``after``), with ``domain`` (0 source, 1 target) and ``label``;
+the run report draws them as 2-D maps.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
@@ -47,6 +56,8 @@ from tlroutes.train.seeding import derive_seed
 
 ROUTE = Route.DOMAIN_ADAPTATION
 METHODS = ("source_only", "dann", "coral", "mmd", "cdan", "mcc")
+FEATURE_SAMPLES = 500
+"""Test samples per domain whose trunk features go into ``features.npz`` (a few hundred KB)."""
 
 
 class Recipe(RecipeSpec):
@@ -142,6 +153,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     trainer.fit(supervised_stage("source", model, source, s, spec.seed, head="task"))
     source_only = evaluate(model, target.test, target.task, head="task")
     metrics = source_only
+    # Features of the source-only model, taken now because adaptation trains the same model on.
+    before = _test_features(model, source, target) if trainer.is_main else None
 
     if recipe.method != "source_only":
         streams = {"source": stream(source.train, t, spec.seed, "adapt-source"),
@@ -159,6 +172,9 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
         metrics = evaluate(model, target.test, target.task, head="task")
 
     trainer.save_model(model)
+    if trainer.is_main:
+        after = _test_features(model, source, target) if recipe.method != "source_only" else None
+        _save_features(trainer.run_dir / "features.npz", source, target, before, after)
     baselines = {"source_only": source_only}
     if labelled is not None:
         trainer.seed_for("baseline-model")
@@ -218,3 +234,37 @@ def _validate(model: TransferModel, source: Problem, target: Problem) -> dict[st
     out.update({f"target_{k}": v for k, v in evaluate(model, target.val, target.task,
                                                       head="task").items()})
     return out
+
+
+def _feature_index(n: int) -> Tensor:
+    """Up to FEATURE_SAMPLES positions spread evenly over ``n`` (no RNG: resumes stay equal)."""
+    k = min(n, FEATURE_SAMPLES)
+    return torch.linspace(0, n - 1, k).round().long().unique()
+
+
+def _test_features(model: TransferModel, source: Problem, target: Problem) -> np.ndarray:
+    """Trunk features of the sampled source-test then target-test inputs, as float32."""
+    parts = []
+    for split in (source.test, target.test):
+        x = split.x[_feature_index(len(split))]
+        parts.append(evaluate_split(model, lambda b: model.features(b), x).float().cpu())
+    return torch.cat(parts).numpy()
+
+
+def _save_features(path: Path, source: Problem, target: Problem, before: np.ndarray,
+                   after: np.ndarray | None) -> None:
+    """Write ``features.npz`` atomically; ``after`` is left out for method source_only."""
+    labels = [s.y[_feature_index(len(s))].cpu() for s in (source.test, target.test)]
+    data = {
+        "before": before,
+        "domain": np.concatenate([np.zeros(len(labels[0]), np.int8),
+                                  np.ones(len(labels[1]), np.int8)]),
+        "label": torch.cat(labels).numpy(),
+        "domain_names": np.array([f"source: {source.name}", f"target: {target.name}"]),
+    }
+    if after is not None:
+        data["after"] = after
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as f:
+        np.savez_compressed(f, **data)
+    os.replace(tmp, path)

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
 
+    from tlroutes.train.tracking import Tracker
+
 from tlroutes.errors import CheckpointError, ConfigError, TrainingDivergedError
 from tlroutes.train.checkpoint import (
     latest_checkpoint,
@@ -131,6 +133,9 @@ class Trainer:
             exists, :meth:`fit` refuses rather than overwrite work. Default False.
         progress: show progress (only on the first process). Default True.
         fabric: an already launched Fabric to reuse; None creates one from ``hardware``.
+        tracker: also log every epoch's metrics there (TensorBoard, MLflow; see
+            :mod:`tlroutes.train.tracking`), from the first process only. Default None:
+            ``metrics.jsonl`` only.
     """
 
     def __init__(
@@ -142,6 +147,7 @@ class Trainer:
         resume: bool = False,
         progress: bool | ProgressReporter = True,
         fabric: Fabric | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.seed = seed
@@ -153,7 +159,7 @@ class Trainer:
             progress if isinstance(progress, ProgressReporter)
             else ProgressReporter(enabled=bool(progress) and first)
         )
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=first)
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=first, tracker=tracker)
         # A per-step finiteness check forces a device sync; on accelerators check less often.
         self.check_every = 1 if self.fabric.device.type == "cpu" else 50
 

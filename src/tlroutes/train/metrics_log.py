@@ -5,19 +5,31 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tlroutes.train.tracking import Tracker
 
 
 class MetricsLog:
     """Append-only ``metrics.jsonl``; a resumed stage rewrites its own lines from its checkpoint.
 
+    Every record written is also passed to ``tracker`` at a global step: the record's line number
+    in the file (from 0). Lines already in the file when the log is opened (a resumed run) were
+    tracked by the stopped run, so only lines past them are passed on: a resumed run never
+    tracks a step twice or goes back.
+
     Args:
         path: the file; created on first write.
         enabled: False makes every call a no-op (data-parallel ranks other than 0).
+        tracker: also log each record there (TensorBoard, MLflow). Default None: the file only.
     """
 
-    def __init__(self, path: Path, enabled: bool = True) -> None:
-        self.path, self.enabled = Path(path), enabled
+    def __init__(self, path: Path, enabled: bool = True, tracker: Tracker | None = None) -> None:
+        self.path, self.enabled, self.tracker = Path(path), enabled, tracker
+        # Lines in the file now, and the first step not yet tracked.
+        self._lines = len(self.read()) if enabled and tracker is not None else 0
+        self._tracked = self._lines
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record and flush it to disk."""
@@ -28,6 +40,7 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        self._track([record], self._lines)
 
     def replace_stage(self, stage: str, records: list[dict[str, Any]]) -> None:
         """Drop ``stage``'s lines and write ``records`` in their place (used on resume)."""
@@ -40,6 +53,8 @@ class MetricsLog:
             for record in kept + records:
                 f.write(json.dumps(record) + "\n")
         os.replace(tmp, self.path)
+        # The stage's lines come last: the stage stopped mid-way was the run's latest.
+        self._track(records, len(kept))
 
     def read(self) -> list[dict[str, Any]]:
         """All records; a partly written last line (a kill mid-write) is skipped."""
@@ -52,3 +67,15 @@ class MetricsLog:
             except ValueError:
                 continue
         return out
+
+    def _track(self, records: list[dict[str, Any]], first_step: int) -> None:
+        """Pass on the records now at lines ``first_step``, … that are past the tracked ones."""
+        self._lines = first_step + len(records)
+        if self.tracker is None:
+            return
+        for step, record in enumerate(records, start=first_step):
+            # A checkpoint can hold an epoch whose line the kill cut off: tracked now. Lines the
+            # stopped run tracked already are not tracked again.
+            if step >= self._tracked:
+                self.tracker.log_metrics(record, step)
+                self._tracked = step + 1

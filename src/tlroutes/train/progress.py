@@ -34,10 +34,11 @@ class ProgressReporter:
         self._task: Any = None
         self._stage = ""
         self._t0 = 0.0
+        self._first_epoch = 0
 
     def start_stage(self, name: str, epochs: int, steps_per_epoch: int, start_epoch: int) -> None:
         """Begin a stage of ``epochs × steps_per_epoch`` steps, ``start_epoch`` already done."""
-        self._stage, self._t0 = name, time.perf_counter()
+        self._stage, self._t0, self._first_epoch = name, time.perf_counter(), start_epoch
         if not self.enabled:
             return
         if self.live:
@@ -79,8 +80,17 @@ class ProgressReporter:
         else:
             self.console.print(
                 f"[{self._stage}] epoch {record['epoch'] + 1}/{epochs} {shown} "
-                f"({record['time_s']:.1f}s)", highlight=False, markup=False,
+                f"({record['time_s']:.1f}s, {self.time_left(record['epoch'], epochs)})",
+                highlight=False, markup=False,
             )
+
+    def time_left(self, epoch: int, epochs: int) -> str:
+        """The stage's time left after epoch ``epoch`` (0-based), from this session's pace."""
+        done = epoch + 1 - self._first_epoch
+        if done <= 0:
+            return "time left unknown"
+        per_epoch = (time.perf_counter() - self._t0) / done
+        return f"~{per_epoch * (epochs - epoch - 1):.0f}s left"
 
     def end_stage(self, message: str = "") -> None:
         """Close the stage's display."""

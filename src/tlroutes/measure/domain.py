@@ -1,0 +1,472 @@
+"""Do two problems share a domain? A verdict with its evidence and its own calibration.
+
+:func:`compare_domains` reads the train and validation splits of both problems and answers
+``"same"``, ``"different"`` or ``"undecided"``, with one sentence of reason and every statistic
+behind it. The steps:
+
+1. **Schema gate** (:func:`check_schema`): a different modality or sample shape means
+   ``"different"`` at once; no test runs.
+2. **Labels**: when both tasks are classification, the inputs are compared on a class-matched
+   subsample (for every shared label, as many samples from each side), so that label shift and
+   unshared classes do not read as domain shift; label shift is tested apart (χ², Cramér's V).
+   With no shared label a difference in P(x) cannot be told from the difference in classes:
+   ``"undecided"``. Other task pairs compare P(x) directly.
+3. **Representation**: flattened inputs through a whitening PCA of
+   ``min(20, dims, n_source - 1)`` components fitted on the source sample only; or the user's
+   ``features`` (e.g. a trunk), standardised with the source's mean and standard deviation when
+   they have at most 64 dimensions, else reduced by that PCA fitted on the source features.
+4. **Tests** (:mod:`tlroutes.measure.two_sample`): MMD permutation test (RBF, median heuristic)
+   and a classifier two-sample test (logistic regression, 5 folds).
+5. **Controls**, with the same tests, representation and kernel: the *null control* compares two
+   random halves of the source sample (stratified by class when classes are matched); the
+   *positive control* compares one half with the other half under a known shift
+   (:data:`POSITIVE_SHIFT`).
+
+Decision rule (``alpha`` default 0.05):
+
+- each test is judged at ``alpha / 2`` (Bonferroni over the two tests, so the chance of a
+  significant result on data of one domain is at most ``alpha``);
+- effect sizes: MMD² for the MMD test, ``AUC - 0.5`` for the C2ST; each test's threshold is
+  ``null + 0.25 * (positive - null)`` from the two controls' effects of that test, with the null
+  control's effect taken as at least 0, its expectation (``None``, and the test cannot call a
+  difference, when the positive control's effect is not above that);
+- the positive control must be detected (some test with p < ``alpha / 2``), else the tests lack
+  power at this sample size: ``"undecided"``;
+- ``"different"`` when some test is significant AND its effect exceeds its threshold; else
+  ``"same"``.
+
+The controls split the source in halves, so their effects come from half as many samples per side
+as the main comparison; both effect sizes are estimates whose expectation does not depend on the
+sample size (MMD² is unbiased), so the threshold applies on the same scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tlroutes.measure.two_sample import (
+    PCA_COMPONENTS,
+    C2STResult,
+    LabelShiftResult,
+    MMDResult,
+    c2st,
+    fit_pca,
+    label_shift_test,
+    median_bandwidth,
+    mmd_test,
+)
+from tlroutes.problem import Problem
+
+#: Fewest samples per side (after class matching) for the tests to run: each control half
+#: then holds at least 10, two per C2ST fold.
+MIN_PER_SIDE = 20
+#: User features with more dimensions than this are reduced by a source-fitted PCA.
+MAX_FEATURE_DIM = 64
+#: Where the effect threshold sits between the null and the positive control's effects.
+THRESHOLD_FRACTION = 0.25
+#: The known shift of the positive control, by modality (strengths in the units stated).
+POSITIVE_SHIFT: dict[str, str] = {
+    "image": "rotation by 20 degrees about the image centre (bilinear, zero fill)",
+    "signal": "additive Gaussian noise, sigma = 1.0 x each feature's source std",
+    "tabular": "additive Gaussian noise, sigma = 1.0 x each feature's source std",
+    "text": "20% of tokens replaced by tokens drawn from the source sample",
+}
+_ROTATION_DEGREES = 20.0
+_NOISE_FRACTION = 1.0
+_TOKEN_FRACTION = 0.2
+
+
+@dataclass
+class SchemaCheck:
+    """Whether the inputs of two problems can be compared at all."""
+
+    modality: tuple[str, str]
+    """Modality of source and target (``"image"``, ``"signal"``, ``"tabular"``, ``"text"``)."""
+    shape: tuple[tuple[int, ...], tuple[int, ...]]
+    """Shape of one sample on each side."""
+    dtype: tuple[str, str]
+    """dtype of the train inputs on each side (a dtype difference alone does not block)."""
+    comparable: bool
+    """False when modality or sample shape differ: the statistical tests are skipped."""
+    differences: list[str] = field(default_factory=list)
+    """Human-readable differences, empty when the schemas agree."""
+
+    def to_dict(self) -> dict:
+        """JSON-able dict (tuples become lists)."""
+        return {
+            "modality": list(self.modality),
+            "shape": [list(s) for s in self.shape],
+            "dtype": list(self.dtype),
+            "comparable": self.comparable,
+            "differences": list(self.differences),
+        }
+
+
+def check_schema(a: Problem, b: Problem) -> SchemaCheck:
+    """Compare modality, sample shape and input dtype of two problems (``a`` the source)."""
+    modality = (a.domain.modality, b.domain.modality)
+    shape = (tuple(a.domain.input_shape), tuple(b.domain.input_shape))
+    dtype = (str(a.train.x.dtype).replace("torch.", ""), str(b.train.x.dtype).replace("torch.", ""))
+    differences = []
+    if modality[0] != modality[1]:
+        differences.append(f"modality {modality[0]} vs {modality[1]}")
+    if shape[0] != shape[1]:
+        differences.append(f"sample shape {shape[0]} vs {shape[1]}")
+    comparable = not differences
+    if dtype[0] != dtype[1]:
+        differences.append(f"dtype {dtype[0]} vs {dtype[1]} (compared as float64)")
+    return SchemaCheck(modality, shape, dtype, comparable, differences)
+
+
+@dataclass
+class ControlResult:
+    """The two tests on a comparison of known answer, built from the source sample."""
+
+    description: str
+    """What was compared, with the shift and its strength for the positive control."""
+    n_per_side: int
+    """Samples in each half."""
+    mmd: MMDResult
+    """MMD test (same kernel bandwidth as the main comparison)."""
+    c2st: C2STResult
+    """Classifier two-sample test."""
+    detected: bool
+    """Some test has p < alpha / 2."""
+
+    def to_dict(self) -> dict:
+        """JSON-able dict."""
+        return {
+            "description": self.description,
+            "n_per_side": self.n_per_side,
+            "mmd": self.mmd.to_dict(),
+            "c2st": self.c2st.to_dict(),
+            "detected": self.detected,
+        }
+
+
+@dataclass
+class Threshold:
+    """Effect-size thresholds from the controls: ``null + fraction * (positive - null)``."""
+
+    rule: str
+    """The rule in words."""
+    mmd2: float | None
+    """Threshold on MMD² (None: the positive control's MMD² is not above the null's)."""
+    auc_excess: float | None
+    """Threshold on ``AUC - 0.5`` (None: likewise)."""
+
+    def to_dict(self) -> dict:
+        """JSON-able dict."""
+        return asdict(self)
+
+
+@dataclass
+class DomainEvidence:
+    """The verdict of :func:`compare_domains` and everything it rests on."""
+
+    verdict: str
+    """``"same"``, ``"different"`` or ``"undecided"``."""
+    reason: str
+    """One sentence for the user."""
+    schema: SchemaCheck
+    """The schema gate."""
+    representation: dict[str, Any] | None = None
+    """How inputs became features (kind, dimensions, what it was fitted on); None if skipped."""
+    n: dict[str, int] = field(default_factory=dict)
+    """Samples per side: ``available`` (train + val) and ``used`` (after matching, capping)."""
+    matching: str = "none"
+    """``"class-matched"``, ``"direct"`` (no labels used) or ``"disjoint-labels"``."""
+    mmd: MMDResult | None = None
+    """MMD test, source vs target; None when skipped."""
+    c2st: C2STResult | None = None
+    """Classifier two-sample test, source vs target; None when skipped."""
+    label_shift: LabelShiftResult | None = None
+    """χ² test of class proportions over shared labels; None unless both are classification."""
+    null_control: ControlResult | None = None
+    """Random halves of the source sample."""
+    positive_control: ControlResult | None = None
+    """One source half vs the other half under :data:`POSITIVE_SHIFT`."""
+    threshold: Threshold | None = None
+    """Effect thresholds from the controls."""
+    alpha: float = 0.05
+    """Family-wise significance level (each test at ``alpha / 2``)."""
+
+    def to_dict(self) -> dict:
+        """JSON-able dict of every field (skipped parts are None)."""
+
+        def sub(value: Any) -> Any:
+            return value.to_dict() if value is not None else None
+
+        return {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "schema": self.schema.to_dict(),
+            "representation": self.representation,
+            "n": dict(self.n),
+            "matching": self.matching,
+            "mmd": sub(self.mmd),
+            "c2st": sub(self.c2st),
+            "label_shift": sub(self.label_shift),
+            "null_control": sub(self.null_control),
+            "positive_control": sub(self.positive_control),
+            "threshold": sub(self.threshold),
+            "alpha": self.alpha,
+        }
+
+
+def compare_domains(
+    source: Problem,
+    target: Problem,
+    *,
+    features: Callable[[Tensor], Tensor] | None = None,
+    alpha: float = 0.05,
+    permutations: int = 200,
+    max_samples: int = 2000,
+    seed: int = 0,
+) -> DomainEvidence:
+    """Decide whether ``source`` and ``target`` share a domain (P(x)), with calibrated evidence.
+
+    Args:
+        source, target: the problems; their train and val splits are pooled.
+        features: optional map from a batch of inputs ``(N, *input_shape)`` to features
+            ``(N, d)`` (e.g. a trained trunk), used instead of the input PCA; default None.
+        alpha: family-wise significance level, default 0.05 (each of the two tests at alpha/2).
+        permutations: permutations behind each p-value (MMD and C2ST), default 200.
+        max_samples: most samples per side (a seeded subsample), default 2000.
+        seed: seeds every random choice, default 0; the same seed gives the same evidence.
+
+    Returns:
+        :class:`DomainEvidence`; the decision rule is in this module's docstring. Never raises
+        for incomparable or too few data: those give a verdict with a reason.
+    """
+    schema = check_schema(source, target)
+    evidence = DomainEvidence("undecided", "", schema, alpha=alpha)
+    if not schema.comparable:
+        evidence.verdict = "different"
+        evidence.reason = f"schema: {'; '.join(schema.differences)}; no statistical test was run."
+        return evidence
+    rng = np.random.default_rng(seed)
+    x_s, y_s = _pooled(source)
+    x_t, y_t = _pooled(target)
+    evidence.n = {"source_available": len(x_s), "target_available": len(x_t)}
+    both_classification = source.task.kind == target.task.kind == "classification"
+    shared = [label for label in source.task.labels if label in target.task.labels]
+    groups: np.ndarray | None = None
+    if both_classification and shared:
+        names_s = np.array(source.task.labels)[y_s.numpy()]
+        names_t = np.array(target.task.labels)[y_t.numpy()]
+        evidence.label_shift = label_shift_test(
+            shared,
+            [int(np.sum(names_s == label)) for label in shared],
+            [int(np.sum(names_t == label)) for label in shared],
+        )
+        index_s, index_t, groups = _class_matched(names_s, names_t, shared, max_samples, rng)
+        evidence.matching = "class-matched"
+    else:
+        index_s = _cap(len(x_s), max_samples, rng)
+        index_t = _cap(len(x_t), max_samples, rng)
+        evidence.matching = "disjoint-labels" if both_classification else "direct"
+    x_s, x_t = x_s[torch.from_numpy(index_s)], x_t[torch.from_numpy(index_t)]
+    evidence.n.update(source_used=len(x_s), target_used=len(x_t))
+    if min(len(x_s), len(x_t)) < MIN_PER_SIDE:
+        matched = " after class matching" if evidence.matching == "class-matched" else ""
+        evidence.reason = (
+            f"too few samples: the tests need at least {MIN_PER_SIDE} per side{matched}, "
+            f"but there are {len(x_s)} (source) and {len(x_t)} (target)."
+        )
+        return evidence
+
+    represent, evidence.representation = _fit_representation(x_s, features)
+    z_s, z_t = represent(x_s), represent(x_t)
+    seeds = rng.integers(0, 2**31 - 1, size=8)
+    bandwidth = median_bandwidth(np.concatenate([z_s, z_t]))
+    evidence.mmd = mmd_test(
+        z_s, z_t, permutations=permutations, bandwidth=bandwidth, seed=int(seeds[0])
+    )
+    evidence.c2st = c2st(z_s, z_t, permutations=permutations, seed=int(seeds[1]))
+
+    half_a, half_b = _halves(len(x_s), groups, rng)
+    level = alpha / 2
+    modality = source.domain.modality
+
+    def control(description: str, a: np.ndarray, b: np.ndarray, k: int) -> ControlResult:
+        mmd = mmd_test(a, b, permutations=permutations, bandwidth=bandwidth, seed=int(seeds[k]))
+        test = c2st(a, b, permutations=permutations, seed=int(seeds[k + 1]))
+        detected = min(mmd.p_value, test.p_value) < level
+        return ControlResult(description, len(a), mmd, test, detected)
+
+    evidence.null_control = control(
+        "two random halves of the source sample", z_s[half_a], z_s[half_b], 2
+    )
+    shifted = _positive_shift(x_s[torch.from_numpy(half_b)], x_s, modality, rng)
+    evidence.positive_control = control(
+        f"source half vs other source half under {POSITIVE_SHIFT[modality]}",
+        z_s[half_a],
+        represent(shifted),
+        4,
+    )
+    _decide(evidence, level)
+    return evidence
+
+
+def _decide(evidence: DomainEvidence, level: float) -> None:
+    """Fill threshold, verdict and reason from the tests and controls (rule: module doc)."""
+    null, positive = evidence.null_control, evidence.positive_control
+    assert evidence.mmd and evidence.c2st and null and positive
+    effects = {
+        "MMD": (evidence.mmd.mmd2, null.mmd.mmd2, positive.mmd.mmd2, evidence.mmd.p_value),
+        "C2ST": (
+            evidence.c2st.auc - 0.5,
+            null.c2st.auc - 0.5,
+            positive.c2st.auc - 0.5,
+            evidence.c2st.p_value,
+        ),
+    }
+    limits: dict[str, float | None] = {}
+    for name, (_, zero, known, _) in effects.items():
+        # both effects have expectation 0 under the null; a negative draw is noise and would
+        # only pull the threshold down, so the null's effect counts as at least 0
+        zero = max(zero, 0.0)
+        limits[name] = zero + THRESHOLD_FRACTION * (known - zero) if known > zero else None
+    evidence.threshold = Threshold(
+        rule=f"effect > null + {THRESHOLD_FRACTION} * (positive - null) with null = max(null "
+        "control's effect, 0), per test (MMD²; AUC - 0.5), and p < alpha/2",
+        mmd2=limits["MMD"],
+        auc_excess=limits["C2ST"],
+    )
+    stats = ", ".join(
+        f"{name} p={p:.3g} effect={effect:.3g} (threshold "
+        f"{'n/a' if limits[name] is None else format(limits[name], '.3g')})"
+        for name, (effect, _, _, p) in effects.items()
+    )
+    flagged = [
+        name
+        for name, (effect, _, _, p) in effects.items()
+        if p < level and limits[name] is not None and effect > limits[name]
+    ]
+    if evidence.matching == "disjoint-labels":
+        evidence.reason = (
+            "the two classification tasks share no label, so a difference in P(x) cannot be "
+            f"told apart from the difference in classes ({stats})."
+        )
+    elif not positive.detected:
+        evidence.reason = (
+            f"the tests lack power: with {positive.n_per_side} samples per half they did not "
+            f"detect the positive control ({POSITIVE_SHIFT[evidence.schema.modality[0]]}); "
+            "more samples are needed."
+        )
+    elif flagged:
+        evidence.verdict = "different"
+        evidence.reason = f"P(x) differs: {' and '.join(flagged)} significant and large ({stats})."
+    else:
+        evidence.verdict = "same"
+        evidence.reason = (
+            f"no difference in P(x) beyond the threshold set by the controls ({stats}); the "
+            "positive control was detected."
+        )
+
+
+def _pooled(problem: Problem) -> tuple[Tensor, Tensor]:
+    """Train and validation splits joined: inputs and targets."""
+    return (
+        torch.cat([problem.train.x, problem.val.x]),
+        torch.cat([problem.train.y, problem.val.y]),
+    )
+
+
+def _cap(n: int, max_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """A random subset of ``range(n)`` of at most ``max_samples`` positions, in random order."""
+    return rng.permutation(n)[:max_samples]
+
+
+def _class_matched(
+    names_s: np.ndarray,
+    names_t: np.ndarray,
+    shared: list[str],
+    max_samples: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every shared label the same number of samples from each side (the smaller count,
+    scaled down together when the total exceeds ``max_samples``).
+
+    Returns source positions, target positions and the class index (into ``shared``) of each
+    chosen source sample.
+    """
+    take = np.array([min(np.sum(names_s == c), np.sum(names_t == c)) for c in shared])
+    if take.sum() > max_samples:
+        take = np.floor(take * max_samples / take.sum()).astype(int)
+    chosen_s, chosen_t, groups = [], [], []
+    for k, label in enumerate(shared):
+        chosen_s.append(rng.permutation(np.flatnonzero(names_s == label))[: take[k]])
+        chosen_t.append(rng.permutation(np.flatnonzero(names_t == label))[: take[k]])
+        groups.append(np.full(take[k], k))
+    return np.concatenate(chosen_s), np.concatenate(chosen_t), np.concatenate(groups)
+
+
+def _halves(
+    n: int, groups: np.ndarray | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint random halves of ``range(n)``, stratified by ``groups`` when given."""
+    order = rng.permutation(n)
+    if groups is not None:
+        # a stable sort by class keeps the random order inside each class; dealing alternately
+        # then gives each half the same class counts (within one per class)
+        order = order[np.argsort(groups[order], kind="stable")]
+    half = n // 2
+    return np.sort(order[0 : 2 * half : 2]), np.sort(order[1 : 2 * half : 2])
+
+
+def _fit_representation(
+    x_source: Tensor, features: Callable[[Tensor], Tensor] | None
+) -> tuple[Callable[[Tensor], np.ndarray], dict[str, Any]]:
+    """A map from inputs to the test features, fitted on the source sample only."""
+
+    def flat(x: Tensor) -> np.ndarray:
+        if features is None:
+            return x.reshape(len(x), -1).double().numpy()
+        with torch.no_grad():
+            out = features(x)
+        return out.detach().reshape(len(x), -1).double().cpu().numpy()
+
+    base = flat(x_source)
+    dims = base.shape[1]
+    if features is not None and dims <= MAX_FEATURE_DIM:
+        mean, std = base.mean(axis=0), base.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        info = {"kind": "features", "input_dims": dims, "dims": dims, "scaling": "standardised"}
+        return (lambda x: (flat(x) - mean) / std), info | {"fitted_on": "source"}
+    pca = fit_pca(base, PCA_COMPONENTS)
+    info = {
+        "kind": "pca" if features is None else "features+pca",
+        "input_dims": dims,
+        "dims": int(pca.components.shape[0]),
+        "scaling": "whitened",
+        "fitted_on": "source",
+    }
+    return (lambda x: pca.transform(flat(x))), info
+
+
+def _positive_shift(
+    x: Tensor, reference: Tensor, modality: str, rng: np.random.Generator
+) -> Tensor:
+    """Apply the positive control's known shift (:data:`POSITIVE_SHIFT`) to inputs ``x``;
+    ``reference`` (the source sample) sets the noise scale and the token pool."""
+    if modality == "image" and x.dim() == 4 and x.is_floating_point():
+        from tlroutes.data.shifts import rotate
+
+        return rotate(x, _ROTATION_DEGREES)
+    if modality == "text" or not x.is_floating_point():
+        pool = reference.reshape(-1).numpy()
+        tokens = x.reshape(-1).numpy().copy()
+        swap = rng.random(tokens.size) < _TOKEN_FRACTION
+        tokens[swap] = rng.choice(pool, size=int(swap.sum()))
+        return torch.from_numpy(tokens).reshape(x.shape)
+    std = reference.double().std(dim=0)
+    noise = torch.from_numpy(rng.normal(size=tuple(x.shape)))
+    return (x.double() + _NOISE_FRACTION * std * noise).to(x.dtype)

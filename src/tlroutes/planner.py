@@ -1,0 +1,273 @@
+"""``tlroutes plan``: what a run file declares, combined with what is measured, names a route.
+
+Each of the cube's three axes gets a value and says where it came from:
+
+- **task**: measured — the kinds of the tasks (the cube's task axis is the kind; label sets are
+  reported beside it). For several problems the axis is "same" only when every pair agrees.
+- **domain**: a data block's explicit ``domain:`` name is a declaration and wins; measurement
+  that disagrees with it is a warning. Otherwise the measured verdict decides; when the
+  measurement is undecided (too few samples, or label sets that confound P(x) with the classes)
+  the run file's data names decide, and the plan says so.
+- **order**: the run file's ``order:``; else its constraints (``constraints.source_data: false`` —
+  only a pretrained model is available — means sequential; ``constraints.one_model: true`` — one
+  model must serve both problems — means simultaneous); else the declared route's order; else
+  the run file's shape (``problems:`` or jobs → simultaneous, ``source``/``target`` →
+  sequential). An order that contradicts the constraints is an error.
+
+The plan warns wherever the declared route and the measured one differ, and recommends a recipe
+for the planned route with a reason per setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlroutes.config import RunSpec, load_run_file
+from tlroutes.errors import ConfigError
+from tlroutes.matrix import Route, route_for
+from tlroutes.measure.evidence import Evidence, PairEvidence, inspect, run_problems
+from tlroutes.problem import Problem
+
+
+@dataclass
+class Axis:
+    """One axis of the cube as planned."""
+
+    value: str
+    """'same'/'different' (task, domain) or 'sequential'/'simultaneous' (order)."""
+    source: str
+    """Where the value came from: 'measured', 'declared', 'constraints', 'route', 'shape'."""
+    detail: str
+    """One sentence a user reads: the evidence or the declaration behind the value."""
+
+
+@dataclass
+class Plan:
+    """What ``tlroutes plan`` concludes."""
+
+    route: Route
+    """The route the axes place the project on."""
+    task: Axis
+    """The task axis."""
+    domain: Axis
+    """The domain axis."""
+    order: Axis
+    """The order axis."""
+    declared_route: Route | None
+    """The run file's ``route:``, or None for ``route: auto``."""
+    recipe: dict[str, Any]
+    """Recommended ``recipe:`` settings for :attr:`route`."""
+    reasons: dict[str, str]
+    """Why each recommended setting, by key."""
+    warnings: list[str] = field(default_factory=list)
+    """Where declaration and measurement disagree, and other cautions."""
+    evidence: Evidence | None = None
+    """The measurements behind the plan."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (what ``tlroutes plan`` writes as plan.json)."""
+        return {
+            "route": self.route.value, "route_title": self.route.title,
+            "declared_route": None if self.declared_route is None else self.declared_route.value,
+            "axes": {name: vars(getattr(self, name)) for name in ("task", "domain", "order")},
+            "recipe": self.recipe, "reasons": self.reasons, "warnings": self.warnings,
+            "evidence": None if self.evidence is None else self.evidence.to_dict(),
+        }
+
+
+def plan(spec: RunSpec | str | Path, *, seed: int | None = None, **inspect_args: Any) -> Plan:
+    """Place a run file on the cube from its declarations and measurements of its data.
+
+    Args:
+        spec: a run file path or :class:`RunSpec`; ``route: auto`` leaves the route to the plan.
+        seed: seed of the measurements. Default: the run file's seed.
+        inspect_args: passed to :func:`tlroutes.measure.evidence.inspect` (e.g. ``alpha``,
+            ``permutations``, ``candidates``).
+    """
+    if not isinstance(spec, RunSpec):
+        spec = load_run_file(spec)
+    declared = None if spec.route == "auto" else Route.parse(spec.route)
+    order = plan_order(spec, declared)
+    notes: list[str] = []
+    problems = run_problems(spec, notes)
+    warnings: list[str] = list(notes)
+    if len(problems) < 2:
+        return _without_pair(spec, declared, order, warnings)
+    evidence = inspect(spec, seed=spec.seed if seed is None else seed, **inspect_args)
+    task = _task_axis(evidence.pairs)
+    domain = _domain_axis(evidence.pairs, spec, problems, warnings)
+    route = route_for(task.value, domain.value, order.value)
+    if declared is not None and declared is not route:
+        warnings.insert(0, (
+            f"The run file declares {declared.title}, but the measured axes (task {task.value}, "
+            f"domain {domain.value}, order {order.value}) place it on {route.title}."))
+    recipe, reasons = recommend(route, problems, evidence, warnings)
+    return Plan(route, task, domain, order, declared, recipe, reasons, warnings, evidence)
+
+
+def plan_order(spec: RunSpec, declared: Route | None) -> Axis:
+    """The order axis from the run file (see the module doc); contradictions are errors."""
+    c = spec.constraints
+    no_source = spec.source is None or not c.source_data
+    needs = None
+    if no_source and c.one_model:
+        raise ConfigError(
+            "constraints.one_model: true needs the source data to train one model on both "
+            "problems, but the source data is not available (source: null or "
+            "constraints.source_data: false). Drop one of the two.")
+    if no_source:
+        needs = ("sequential", "only a pretrained model is available (no source data), so "
+                 "knowledge can only be carried over after it was learned")
+    elif c.one_model:
+        needs = ("simultaneous", "one model must serve both problems, so both are learned at "
+                 "once")
+    said = spec.order or (declared.order if declared else None)
+    if needs and said and said != needs[0]:
+        what = "order:" if spec.order else f"route: {declared.value}"
+        raise ConfigError(
+            f"The run file's {what} means {said}, but its constraints say {needs[0]}: "
+            f"{needs[1]}. Change the order (or the route), or the constraints.")
+    if spec.order:
+        return Axis(spec.order, "declared", f"The run file says order: {spec.order}.")
+    if needs:
+        return Axis(needs[0], "constraints", needs[1][0].upper() + needs[1][1:] + ".")
+    if declared is not None:
+        return Axis(declared.order, "route", f"The declared route {declared.title} is "
+                    f"{declared.order}.")
+    shape = "simultaneous" if spec.problems or spec.recipe.get("jobs") else "sequential"
+    return Axis(shape, "shape", "The run file gives " + (
+        "problems learned together." if shape == "simultaneous" else "a source and a target."))
+
+
+def _task_axis(pairs: list[PairEvidence]) -> Axis:
+    differ = [p for p in pairs if p.task.verdict != "same"]
+    if not differ:
+        return Axis("same", "measured", "; ".join(p.task.reason for p in pairs))
+    return Axis("different", "measured", "; ".join(p.task.reason for p in differ))
+
+
+def _domain_axis(pairs: list[PairEvidence], spec: RunSpec, problems: dict[str, Problem],
+                 warnings: list[str]) -> Axis:
+    explicit = _explicit_domains(spec)
+    values, sources, details = [], [], []
+    for p in pairs:
+        a, b = problems[p.first], problems[p.second]
+        named = "same" if _same_declared(a, b) else "different"
+        measured = p.domain.verdict
+        if p.first in explicit or p.second in explicit:
+            value, source = named, "declared"
+            detail = (f"'{p.first}' and '{p.second}' are declared {named} domain(s) by `domain:`")
+            if measured in ("same", "different") and measured != named:
+                warnings.append(
+                    f"'{p.first}' and '{p.second}' are declared one domain, but the tests say "
+                    f"{measured}: {p.domain.reason}" if named == "same" else
+                    f"'{p.first}' and '{p.second}' are declared different domains, but the "
+                    f"tests say same: {p.domain.reason}")
+        elif measured in ("same", "different"):
+            value, source, detail = measured, "measured", p.domain.reason
+            if measured != named:
+                warnings.append(
+                    f"'{p.first}' and '{p.second}': the run file's data names suggest {named} "
+                    f"domains, measurement says {measured}; the plan follows the measurement. "
+                    "Set `domain:` in the data blocks to declare otherwise.")
+        else:
+            value, source = named, "declared"
+            detail = (f"measurement undecided ({p.domain.reason}); the run file's data names "
+                      f"say {named}")
+        values.append(value)
+        sources.append(source)
+        details.append(f"{p.first} vs {p.second}: {detail}")
+    value = "same" if all(v == "same" for v in values) else "different"
+    source = "measured" if all(s == "measured" for s in sources) else (
+        "declared" if all(s == "declared" for s in sources) else "measured and declared")
+    return Axis(value, source, "; ".join(details))
+
+
+def _explicit_domains(spec: RunSpec) -> set[str]:
+    if spec.problems:
+        return {name for name, block in spec.problems.items() if block.domain is not None}
+    jobs = spec.recipe.get("jobs") or {}
+    if jobs:
+        return {name for name, job in jobs.items()
+                if isinstance(job, dict) and (job.get("data") or {}).get("domain")}
+    blocks = {"source": spec.source, "target": spec.target}
+    return {name for name, block in blocks.items() if block is not None and block.domain}
+
+
+def _same_declared(a: Problem, b: Problem) -> bool:
+    da, db = a.domain, b.domain
+    return (da.name, da.modality, da.input_shape) == (db.name, db.modality, db.input_shape)
+
+
+def _without_pair(spec: RunSpec, declared: Route | None, order: Axis,
+                  warnings: list[str]) -> Plan:
+    """A source-less run: the pretrained trunk is the source; axes come from the declaration."""
+    if declared is None:
+        raise ConfigError(
+            "route: auto needs two problems to measure, but this run file has only a target "
+            "(source: null). Name the route, e.g. task_fine_tuning for a pretrained trunk.")
+    task = Axis(declared.task, "declared", f"Declared by route: {declared.value}.")
+    domain = Axis(declared.domain, "declared", f"Declared by route: {declared.value}.")
+    recipe, reasons = recommend(declared, run_problems(spec), None, warnings)
+    return Plan(declared, task, domain, order, declared, recipe, reasons, warnings, None)
+
+
+def recommend(route: Route, problems: dict[str, Problem], evidence: Evidence | None,
+              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Recommended recipe settings for ``route`` given the problems, with a reason for each."""
+    target = list(problems.values())[-1]
+    recipe: dict[str, Any] = {}
+    why: dict[str, str] = {}
+    if route is Route.TASK_FINE_TUNING:
+        per_class = len(target.train) / max(target.task.num_outputs, 1)
+        if per_class < 30:
+            recipe["schedule"] = "lp_ft"
+            why["schedule"] = (f"{per_class:.0f} training samples per output: fit the head on "
+                               "frozen features first (LP-FT) so the new head does not distort "
+                               "the carried-over features.")
+        else:
+            recipe["schedule"] = "full"
+            why["schedule"] = (f"{per_class:.0f} training samples per output: enough to "
+                               "fine-tune everything.")
+    elif route is Route.DOMAIN_ADAPTATION:
+        recipe.update(method="mcc", selection="im")
+        why["method"] = ("MCC gained most among the alignment methods on built-in shifts "
+                         "(benchmarks/RESULTS.md, domain adaptation).")
+        why["selection"] = "Selects checkpoints without target labels (information maximisation)."
+        shifted = [p for p in (evidence.pairs if evidence else [])
+                   if p.domain.label_shift is not None and p.domain.label_shift.p_value < 0.05]
+        if shifted:
+            warnings.append("The class proportions differ between source and target (χ² test): "
+                            "feature alignment assumes they do not and may hurt; check the "
+                            "source-only baseline.")
+    elif route is Route.TASK_ADAPTATION:
+        recipe.update(cache_features=True)
+        why["cache_features"] = "The trunk is frozen: its features are computed once."
+    elif route is Route.MODALITY_TRANSFER:
+        recipe.update(control=True)
+        why["control"] = ("A randomly initialised trunk trained the same way tells whether the "
+                          "pretrained trunk carried anything over.")
+    elif route is Route.DATASET_MERGING:
+        sizes = [len(p.train) for p in problems.values()]
+        mixing = "balanced" if max(sizes) > 2 * min(sizes) else "proportional"
+        recipe.update(mixing=mixing, deduplicate="drop")
+        why["mixing"] = (f"Training sizes {sizes}: " + ("more than 2× apart, so sample the "
+                         "datasets equally." if mixing == "balanced" else "within 2×, so "
+                         "sample in proportion."))
+        why["deduplicate"] = "Near-duplicates across datasets leak test samples into training."
+    elif route is Route.WEIGHT_SHARING:
+        recipe.update(domain_norm=True)
+        why["domain_norm"] = "Per-domain normalisation absorbs the domains' different statistics."
+    elif route is Route.MULTI_TASK_LEARNING:
+        k = len(problems)
+        recipe["weighting"] = "nash_mtl" if k <= 4 else "mgda"
+        why["weighting"] = (f"{k} tasks: " + ("Nash-MTL's exact bargaining is affordable." if
+                            k <= 4 else "MGDA-UB's single backward pass keeps the cost down."))
+        if k > 4:
+            recipe["weighting_args"] = {"upper_bound": True}
+    elif route is Route.PARALLEL_TRAINING:
+        recipe.update(backend="auto")
+        why["backend"] = "Measures one step of each job and picks the fastest way to run them."
+    return recipe, why

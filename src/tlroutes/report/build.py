@@ -1,0 +1,123 @@
+"""Write a run's report (``report.html`` and ``report.md``) and the demo's ``index.html``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tlroutes.report import html, markdown
+from tlroutes.report.collect import collect
+from tlroutes.report.document import Cell, Document, Notice, Section, Table, Text
+from tlroutes.report.sections import build_document
+from tlroutes.report.tables import SUMMARY_COLUMNS, summary_rows
+
+
+@dataclass
+class ReportResult:
+    """What :func:`build_report` wrote, and what the run folder lacked.
+
+    Attributes:
+        html: the self-contained page, ``report.html``.
+        markdown: its twin, ``report.md``.
+        images: the pictures ``report.md`` links (under ``report_files/``).
+        missing: files a finished run folder would hold but this one lacks (e.g.
+            ``"summary.json"``), each explained in the report; empty for a complete run.
+        why: each missing file's explanation, as the report words it.
+    """
+
+    html: Path
+    markdown: Path
+    images: list[Path] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    why: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every file written."""
+        return [self.html, self.markdown, *self.images]
+
+
+def _footer() -> str:
+    from tlroutes import __version__
+
+    return f"made by tlroutes {__version__}"
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, *,
+                 tsne: bool = True) -> ReportResult:
+    """Write the report of the run folder ``run_dir``.
+
+    A run that stopped before finishing (no ``summary.json``) still gets a report of what exists
+    (learning curves so far, the run file) under a notice saying what is missing.
+
+    Args:
+        run_dir: the run folder (what ``tlroutes run --out`` wrote).
+        out: the folder for ``report.html``, ``report.md`` and ``report_files/``. Default None:
+            ``run_dir`` itself.
+        tsne: draw t-SNE maps of Domain Adaptation features besides PCA. Default True (a few
+            seconds per map on one core).
+
+    Raises:
+        ConfigError: ``run_dir`` is not a run folder (holds no ``run.yaml``).
+    """
+    run = collect(run_dir)
+    folder = Path(out) if out is not None else run.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = build_document(run, tsne=tsne)
+    footer = _footer()
+    page = folder / "report.html"
+    page.write_text(html.render(doc, footer), encoding="utf-8")
+    # Pictures of an earlier report of this run (more stages, another name) would linger.
+    for old in (folder / markdown.FILES).glob("*.png"):
+        old.unlink()
+    images = markdown.write_images(doc, folder)
+    twin = folder / "report.md"
+    twin.write_text(markdown.render(doc, footer), encoding="utf-8")
+    return ReportResult(page, twin, images, list(run.missing), dict(run.missing))
+
+
+def build_index(demo_dir: str | Path, runs: list[tuple[str, Path]]) -> Path:
+    """Write ``demo_dir/index.html``: the demo's table, each route linking to its report.
+
+    Args:
+        demo_dir: the demo folder; the page goes there and links are relative to it.
+        runs: ``(name, run folder)`` per run, in table order. A run without ``summary.json``
+            gets a row saying so; one without ``report.html`` is listed without a link.
+
+    Returns:
+        The path of ``index.html``.
+    """
+    demo_dir = Path(demo_dir)
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[list[str | Cell]] = []
+    for name, folder in runs:
+        folder = Path(folder)
+        report = folder / "report.html"
+        href = os.path.relpath(report, demo_dir).replace(os.sep, "/") if report.is_file() else ""
+        summary_file = folder / "summary.json"
+        if not summary_file.is_file():
+            rows.append([Cell(name, "strong", href),
+                         *([Cell("unfinished: no summary.json", "muted")]
+                           + [""] * (len(SUMMARY_COLUMNS) - 2))])
+            continue
+        row = summary_rows([json.loads(summary_file.read_text())])[0]
+        cells: list[str | Cell] = [Cell(row["route"], "strong", href)]
+        for column in SUMMARY_COLUMNS[1:]:
+            style = "bad" if column == "gain" and row["negative_transfer"] else ""
+            cells.append(Cell(row[column], style))
+        rows.append(cells)
+    doc = Document("tlroutes demo: transfer against the from-scratch baseline",
+                   f"demo folder: {demo_dir}")
+    doc.sections = [Section("summary", "The routes", [
+        Text("One row per route, each trained on built-in data from its example run file. "
+             "Click a route for its report: the cube, metrics against the baseline, learning "
+             "curves and the route's own details."),
+        Table(list(SUMMARY_COLUMNS), rows, id="demo-table"),
+    ])]
+    if not runs:
+        doc.notices.append(Notice("No runs to list."))
+    path = demo_dir / "index.html"
+    path.write_text(html.render(doc, _footer()), encoding="utf-8")
+    return path

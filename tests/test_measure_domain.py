@@ -1,0 +1,296 @@
+"""Tests of the domain measurement: raw two-sample tests, the verdict, and its calibration."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from tlroutes.data.builtin import load_builtin
+from tlroutes.measure.domain import MIN_PER_SIDE, check_schema, compare_domains
+from tlroutes.measure.two_sample import c2st, label_shift_test, mmd_test, unbiased_mmd2
+from tlroutes.problem import Domain, Problem, Split, Task
+
+
+def make_problem(x: torch.Tensor, y: torch.Tensor, task: Task, domain: Domain) -> Problem:
+    """All but the last two samples as train, the last two as val (compare_domains pools both)."""
+    return Problem(
+        "p", task, domain, Split(x[:-2], y[:-2]), Split(x[-2:], y[-2:]), Split(x[-2:], y[-2:])
+    )
+
+
+def everything(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
+    splits = problem.splits().values()
+    return torch.cat([s.x for s in splits]), torch.cat([s.y for s in splits])
+
+
+# ------------------------------------------------------------------------------------------
+# MMD
+# ------------------------------------------------------------------------------------------
+
+
+def test_unbiased_mmd_equals_double_loop() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(4, 2)), rng.normal(size=(5, 2)) + 0.7
+    sigma = 1.3
+
+    def k(u: np.ndarray, v: np.ndarray) -> float:
+        return float(np.exp(-np.sum((u - v) ** 2) / (2 * sigma**2)))
+
+    xx = sum(k(a[i], a[j]) for i in range(4) for j in range(4) if i != j) / (4 * 3)
+    yy = sum(k(b[i], b[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
+    xy = sum(k(a[i], b[j]) for i in range(4) for j in range(5)) / (4 * 5)
+    result = mmd_test(a, b, bandwidth=sigma, permutations=10)
+    assert result.mmd2 == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+    # the vectorised form gives the same for a relabelling given as a mask
+    z = np.concatenate([b, a])
+    kernel = np.exp(-((z[:, None] - z[None]) ** 2).sum(-1) / (2 * sigma**2))
+    mask = np.array([False] * 5 + [True] * 4)
+    assert float(unbiased_mmd2(kernel, mask)) == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+
+
+def test_mmd_p_value_small_for_shifted_gaussians_and_not_for_equal_ones() -> None:
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(100, 5))
+    shifted = mmd_test(a, rng.normal(size=(100, 5)) + 0.5, permutations=200, seed=0)
+    assert shifted.p_value == pytest.approx(1 / 201)
+    assert shifted.mmd2 > 0.01
+    same = mmd_test(a, rng.normal(size=(100, 5)), permutations=200, seed=0)
+    assert same.p_value > 0.05
+
+
+def test_mmd_false_positive_rate_under_the_null() -> None:
+    rng = np.random.default_rng(3)
+    p_values = np.array(
+        [
+            mmd_test(
+                rng.normal(size=(40, 3)), rng.normal(size=(40, 3)), permutations=100, seed=t
+            ).p_value
+            for t in range(200)
+        ]
+    )
+    rate = float(np.mean(p_values < 0.05))
+    assert 0.01 <= rate <= 0.10, rate
+    # roughly uniform: about half below 0.5
+    assert 0.35 <= float(np.mean(p_values < 0.5)) <= 0.65
+
+
+# ------------------------------------------------------------------------------------------
+# C2ST
+# ------------------------------------------------------------------------------------------
+
+
+def test_c2st_at_chance_under_the_null_and_calibrated() -> None:
+    rng = np.random.default_rng(4)
+    results = [
+        c2st(rng.normal(size=(60, 5)), rng.normal(size=(60, 5)), permutations=100, seed=t)
+        for t in range(200)
+    ]
+    aucs = np.array([r.auc for r in results])
+    assert abs(float(aucs.mean()) - 0.5) < 0.02
+    assert float(np.median([r.proxy_a_distance for r in results])) == 0.0
+    rate = float(np.mean([r.p_value < 0.05 for r in results]))
+    assert 0.01 <= rate <= 0.10, rate
+
+
+def test_c2st_near_one_for_separated_data() -> None:
+    rng = np.random.default_rng(5)
+    result = c2st(rng.normal(size=(80, 4)), rng.normal(size=(80, 4)) + 3.0, permutations=100)
+    assert result.auc > 0.98
+    assert result.proxy_a_distance > 1.6
+    assert result.p_value == pytest.approx(1 / 101)
+
+
+def test_c2st_sees_a_change_of_spread() -> None:
+    # same mean, twice the standard deviation: a linear classifier on z alone sees nothing
+    rng = np.random.default_rng(6)
+    result = c2st(rng.normal(size=(100, 4)), 2.0 * rng.normal(size=(100, 4)), permutations=100)
+    assert result.auc > 0.75
+    assert result.p_value < 0.02
+
+
+# ------------------------------------------------------------------------------------------
+# Label shift
+# ------------------------------------------------------------------------------------------
+
+
+def test_label_shift_matches_scipy_and_hand_computation() -> None:
+    source, target = [30, 20, 10], [10, 20, 30]
+    result = label_shift_test(["a", "b", "c"], source, target)
+    # expected counts are 20 in every cell: chi2 = sum (o - e)^2 / e = (100+0+100) * 2 / 20
+    assert result.chi2 == pytest.approx(20.0)
+    expected = stats.chi2_contingency(np.array([source, target]), correction=False)
+    assert result.p_value == pytest.approx(float(expected[1]))
+    assert result.dof == 2
+    assert result.cramers_v == pytest.approx(np.sqrt(20.0 / 120))
+    balanced = label_shift_test(["a", "b"], [10, 10], [20, 20])
+    assert balanced.chi2 == pytest.approx(0.0) and balanced.cramers_v == pytest.approx(0.0)
+
+
+def test_class_matching_removes_a_pure_label_shift() -> None:
+    digits = load_builtin("digits")
+    x, y = everything(digits)
+    order = torch.from_numpy(np.random.default_rng(7).permutation(len(x)))
+    src, pool = order[:500], order[500:]
+    # target: every sample of digits 0-4 from the rest, one in six of digits 5-9
+    low = pool[y[pool] <= 4]
+    high = pool[y[pool] >= 5]
+    tgt = torch.cat([low, high[: len(high) // 6]])
+    source = make_problem(x[src], y[src], digits.task, digits.domain)
+    target = make_problem(x[tgt], y[tgt], digits.task, digits.domain)
+    evidence = compare_domains(source, target, permutations=100, seed=1)
+    assert evidence.label_shift is not None and evidence.label_shift.p_value < 1e-6
+    assert evidence.matching == "class-matched"
+    assert evidence.verdict == "same", evidence.reason
+    # without the labels (as a regression task) the same inputs do read as a different domain
+    task = Task("regression")
+    unlabelled_s = make_problem(x[src], y[src, None].float(), task, digits.domain)
+    unlabelled_t = make_problem(x[tgt], y[tgt, None].float(), task, digits.domain)
+    direct = compare_domains(unlabelled_s, unlabelled_t, permutations=100, seed=1)
+    assert direct.matching == "direct"
+    assert direct.c2st.p_value < 0.025 and direct.mmd.p_value < 0.025
+    assert direct.c2st.auc > evidence.c2st.auc + 0.05
+
+
+# ------------------------------------------------------------------------------------------
+# Verdicts without tests, and the evidence itself
+# ------------------------------------------------------------------------------------------
+
+
+def test_disjoint_classes_are_undecided_with_reason_and_statistics() -> None:
+    low = load_builtin("digits", classes=[0, 1, 2, 3, 4])
+    high = load_builtin("digits", classes=[5, 6, 7, 8, 9])
+    evidence = compare_domains(low, high, permutations=50)
+    assert evidence.verdict == "undecided"
+    assert "share no label" in evidence.reason
+    assert evidence.matching == "disjoint-labels"
+    assert evidence.mmd is not None and evidence.c2st is not None
+    assert evidence.label_shift is None
+
+
+def test_different_modalities_are_different_by_schema_without_tests() -> None:
+    digits, signals = load_builtin("digits"), load_builtin("mnist1d", n=300)
+    schema = check_schema(digits, signals)
+    assert not schema.comparable
+    assert schema.modality == ("image", "signal")
+    evidence = compare_domains(digits, signals)
+    assert evidence.verdict == "different"
+    assert evidence.reason.startswith("schema:")
+    assert evidence.mmd is None and evidence.c2st is None and evidence.null_control is None
+    json.dumps(evidence.to_dict())
+
+
+def test_too_few_samples_is_undecided_and_says_how_many_are_needed() -> None:
+    digits = load_builtin("digits")
+    x, y = everything(digits)
+    source = make_problem(x[:8], y[:8], digits.task, digits.domain)
+    target = make_problem(x[8:16], y[8:16], digits.task, digits.domain)
+    evidence = compare_domains(source, target)
+    assert evidence.verdict == "undecided"
+    assert f"at least {MIN_PER_SIDE} per side" in evidence.reason
+    assert evidence.n["source_used"] <= 8 and evidence.mmd is None
+    assert f"there are {evidence.n['source_used']} (source)" in evidence.reason
+
+
+def test_evidence_is_deterministic_json_and_shows_controls() -> None:
+    digits = load_builtin("digits", n=400)
+    shifted = load_builtin("digits", n=400, seed=1, shift={"rotation": 30})
+    first = compare_domains(digits, shifted, permutations=50, seed=3).to_dict()
+    second = compare_domains(digits, shifted, permutations=50, seed=3).to_dict()
+    assert json.dumps(first) == json.dumps(second)
+    assert first["verdict"] == "different"
+    assert first["representation"]["kind"] == "pca" and first["representation"]["dims"] == 20
+    assert first["positive_control"]["detected"] is True
+    null_auc = first["null_control"]["c2st"]["auc"]
+    positive_auc = first["positive_control"]["c2st"]["auc"]
+    assert positive_auc > null_auc
+    assert max(null_auc - 0.5, 0) < first["threshold"]["auc_excess"] < positive_auc - 0.5
+
+
+def test_user_features_are_used_and_reduced_when_wide() -> None:
+    digits = load_builtin("digits", n=300)
+    other = load_builtin("digits", n=300, seed=1)
+    weights = torch.randn(64, 100, generator=torch.Generator().manual_seed(0))
+    wide = compare_domains(digits, other, features=lambda x: x.flatten(1) @ weights)
+    assert wide.representation["kind"] == "features+pca"
+    assert wide.representation["input_dims"] == 100
+    narrow = compare_domains(digits, other, features=lambda x: x.flatten(1)[:, :30])
+    assert narrow.representation == {
+        "kind": "features",
+        "input_dims": 30,
+        "dims": 30,
+        "scaling": "standardised",
+        "fitted_on": "source",
+    }
+    assert wide.verdict == narrow.verdict == "same"
+
+
+# ------------------------------------------------------------------------------------------
+# Calibration: 100 seeded trials per condition
+# ------------------------------------------------------------------------------------------
+
+TRIALS = 100
+PER_SIDE = 200  # drawn per side; class matching keeps about 180
+PERMUTATIONS = 100
+MNIST1D_POOL = 1200
+#: moderate shifts (signals: generator defaults are noise 0.25, shear 0.75, translation 48;
+#: translation 8 means less random shift, so more aligned signals, than the default)
+SHIFTS = {
+    "digits": [
+        {"rotation": 30},
+        {"inversion": True},
+        {"noise": 0.25},
+        {"blur": 1.0},
+        {"scale": 0.7},
+    ],
+    "mnist1d": [{"noise": 0.6}, {"shear": 2.0}, {"translation": 8}],
+}
+CONDITIONS = [(name, None) for name in SHIFTS] + [
+    (name, shift) for name, shifts in SHIFTS.items() for shift in shifts
+]
+
+
+@cache
+def pool(name: str, shift_items: tuple | None) -> tuple[torch.Tensor, torch.Tensor, Problem]:
+    """All samples of a condition, generated once. mnist1d: the unshifted pool is seed 0 and
+    shifted pools seed 1, so source and target never share a generated signal."""
+    shift = dict(shift_items) if shift_items else None
+    if name == "digits":
+        problem = load_builtin("digits", shift=shift)
+    else:
+        seed = 0 if shift is None else 1
+        problem = load_builtin("mnist1d", n=MNIST1D_POOL, seed=seed, shift=shift)
+    x, y = everything(problem)
+    return x, y, problem
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,shift", CONDITIONS, ids=[f"{n}-{s or 'iid'}" for n, s in CONDITIONS])
+def test_calibration(name: str, shift: dict | None) -> None:
+    x, y, problem = pool(name, None)
+    shifted = pool(name, tuple(shift.items())) if shift else None
+    counts = {"same": 0, "different": 0, "undecided": 0}
+    for trial in range(TRIALS):
+        rng = np.random.default_rng(10_000 + trial)
+        order = torch.from_numpy(rng.permutation(len(x)))
+        src, rest = order[:PER_SIDE], order[PER_SIDE : 2 * PER_SIDE]
+        source = make_problem(x[src], y[src], problem.task, problem.domain)
+        if shifted is None:
+            target = make_problem(x[rest], y[rest], problem.task, problem.domain)
+        elif name == "digits":
+            # the same digit images are never on both sides: target takes other indices
+            target = make_problem(
+                shifted[0][rest], shifted[1][rest], problem.task, shifted[2].domain
+            )
+        else:
+            pick = torch.from_numpy(rng.permutation(len(shifted[0]))[:PER_SIDE])
+            target = make_problem(shifted[0][pick], shifted[1][pick], problem.task, problem.domain)
+        evidence = compare_domains(source, target, permutations=PERMUTATIONS, seed=trial)
+        counts[evidence.verdict] += 1
+    expected = "same" if shift is None else "different"
+    print(f"\ncalibration {name} {shift or 'iid'}: {counts} (want {expected} >= 95)")
+    assert counts[expected] >= 95, counts

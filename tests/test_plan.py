@@ -1,0 +1,120 @@
+"""`tlroutes plan` and `tlroutes inspect`: the route named from declarations and measurements."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tlroutes.cli import main
+from tlroutes.config import parse_run
+from tlroutes.demo import example_files
+from tlroutes.errors import ConfigError
+from tlroutes.matrix import Route
+from tlroutes.measure.evidence import inspect, parse_data_arg
+from tlroutes.planner import plan, plan_order
+
+FAST = {"permutations": 100, "max_samples": 400}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", example_files(), ids=lambda p: p.stem)
+def test_plan_names_each_examples_route(path):
+    result = plan(path, **FAST)
+    assert result.route is Route.parse(path.stem), (result.to_dict()["axes"], result.warnings)
+    json.dumps(result.to_dict())  # the plan is JSON-able as written by the command
+
+
+def test_route_auto_takes_the_measured_route():
+    spec = parse_run({
+        "route": "auto",
+        "source": {"dataset": "digits", "task": "digit", "n": 600},
+        "target": {"dataset": "digits", "task": "digit", "n": 600, "shift": {"rotation": 40}},
+        "constraints": {"source_data": True},
+    })
+    result = plan(spec, **FAST)
+    assert result.declared_route is None
+    assert result.route is Route.DOMAIN_ADAPTATION
+    assert result.domain.source == "measured"
+    assert result.recipe["method"] == "mcc"
+
+
+def test_a_declared_route_that_measurement_contradicts_is_warned():
+    spec = parse_run({
+        "route": "task_fine_tuning",  # declares same domain, but the target is rotated
+        "source": {"dataset": "digits", "n": 600},
+        "target": {"dataset": "digits", "n": 600, "shift": {"rotation": 40}},
+    })
+    result = plan(spec, **FAST)
+    assert result.route is Route.DOMAIN_ADAPTATION
+    assert any("declares Task Fine-Tuning" in w for w in result.warnings)
+
+
+def test_order_from_constraints():
+    one = parse_run({"route": "auto", "constraints": {"one_model": True}})
+    assert plan_order(one, None).value == "simultaneous"
+    assert plan_order(one, None).source == "constraints"
+    pretrained = parse_run({"route": "auto", "constraints": {"source_data": False}})
+    assert plan_order(pretrained, None).value == "sequential"
+    assert plan_order(parse_run({"route": "auto"}), None).value == "sequential"
+    assert plan_order(parse_run({"route": "auto", "problems": {"a": {}, "b": {}}}),
+                      None).value == "simultaneous"
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"route": "auto", "order": "simultaneous", "constraints": {"source_data": False}},
+     "constraints say sequential"),
+    ({"route": "dataset_merging", "constraints": {"source_data": False}},
+     "constraints say sequential"),
+    ({"route": "task_fine_tuning", "constraints": {"one_model": True}},
+     "constraints say simultaneous"),
+    ({"route": "auto", "source": None, "constraints": {"one_model": True}},
+     "source data is not available"),
+])
+def test_an_order_contradicting_the_constraints_is_an_error(data, words):
+    with pytest.raises(ConfigError, match=words):
+        plan_order(parse_run(data), None if data["route"] == "auto" else Route.parse(data["route"]))
+
+
+def test_dataset_strings():
+    spec = parse_data_arg("digits:rotation=30,n=500,classes=0-4,task=parity")
+    assert spec.dataset == "digits" and spec.n == 500 and spec.task == "parity"
+    assert spec.shift == {"rotation": 30.0} and spec.classes == [0, 1, 2, 3, 4]
+    assert parse_data_arg("mnist1d:classes=1/3/5").classes == [1, 3, 5]
+    with pytest.raises(ConfigError, match="rotaton.*rotation"):
+        parse_data_arg("digits:rotaton=30")
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_data_arg("digits:rotation")
+
+
+def test_inspect_different_modalities_is_a_schema_verdict_not_a_crash():
+    evidence = inspect("digits:n=200", "mnist1d:n=200", **FAST)
+    (pair,) = evidence.pairs
+    assert pair.domain.verdict == "different"
+    assert "schema" in pair.domain.reason.lower()
+
+
+def test_inspect_too_few_samples_is_undecided_and_says_how_many():
+    evidence = inspect("digits:n=12", "digits:n=12,rotation=30", **FAST)
+    (pair,) = evidence.pairs
+    assert pair.domain.verdict == "undecided"
+    assert "need" in pair.domain.reason.lower()
+
+
+def test_inspect_and_plan_commands(tmp_path, capsys):
+    out = tmp_path / "evidence.json"
+    main(["inspect", "digits:n=300", "digits:n=300,rotation=40", "--json", str(out),
+          "--permutations", "100"])
+    printed = capsys.readouterr().out
+    assert "different" in printed
+    saved = json.loads(out.read_text())
+    assert saved["pairs"][0]["domain"]["verdict"] == "different"
+
+    run_file = tmp_path / "auto.yaml"
+    run_file.write_text("route: auto\nsource: {dataset: digits, n: 300}\n"
+                        "target: {dataset: digits, n: 300, task: properties}\n")
+    main(["plan", str(run_file), "--out", str(tmp_path / "plan"), "--permutations", "100"])
+    printed = capsys.readouterr().out
+    assert "Task Adaptation" in printed
+    assert (tmp_path / "plan" / "plan.json").is_file()
+    assert (tmp_path / "plan" / "cube.png").is_file()
