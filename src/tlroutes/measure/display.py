@@ -1,0 +1,123 @@
+"""Evidence and plans as terminal tables (what ``tlroutes inspect`` and ``plan`` print)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from tlroutes.measure.domain import DomainEvidence
+    from tlroutes.measure.evidence import Evidence
+    from tlroutes.planner import Plan
+
+_VERDICT_STYLE = {"same": "green", "different": "yellow", "undecided": "magenta"}
+
+
+def evidence_tables(evidence: Evidence) -> list[Table]:
+    """One table per compared pair, then the trunk ranking when there is one."""
+    tables = [_pair_table(p) for p in evidence.pairs]
+    if evidence.transferability is not None:
+        tables.append(_ranking_table(evidence))
+    return tables
+
+
+def _verdict(text: str) -> str:
+    return f"[bold {_VERDICT_STYLE.get(text, 'white')}]{text}[/]"
+
+
+def _pair_table(pair) -> Table:
+    table = Table(title=f"{pair.first} vs {pair.second}", show_header=True, title_justify="left")
+    table.add_column("axis")
+    table.add_column("verdict")
+    table.add_column("evidence", overflow="fold")
+    d, t = pair.domain, pair.task
+    table.add_row("domain", _verdict(d.verdict), d.reason)
+    for name, text in _domain_rows(d):
+        table.add_row("", name, text)
+    table.add_row("task", _verdict(t.verdict), t.reason)
+    table.add_row("", "labels", f"{t.label_relation}" + (
+        "" if t.jaccard is None else f" (Jaccard {t.jaccard:.2f})"))
+    if t.nce is not None:
+        table.add_row("", "source model", f"NCE {t.nce:.3f}; matched agreement "
+                      f"{t.matched_agreement:.3f}")
+    return table
+
+
+def _domain_rows(d: DomainEvidence) -> list[tuple[str, str]]:
+    rows = []
+    if not d.schema.comparable:
+        rows.append(("schema", "; ".join(d.schema.differences) + " — tests skipped"))
+        return rows
+    if d.representation:
+        rows.append(("representation", str(d.representation.get("kind", d.representation))))
+    if d.n:
+        rows.append(("samples", ", ".join(f"{k} {v}" for k, v in d.n.items())
+                     + f" ({d.matching})"))
+    if d.mmd is not None:
+        rows.append(("MMD", f"MMD² {d.mmd.mmd2:.4f}, p {d.mmd.p_value:.3f}"))
+    if d.c2st is not None:
+        rows.append(("C2ST", f"AUC {d.c2st.auc:.3f}, p {d.c2st.p_value:.3f}, proxy A-distance "
+                     f"{d.c2st.proxy_a_distance:.3f}"))
+    for name, control in (("null control", d.null_control),
+                          ("positive control", d.positive_control)):
+        if control is not None:
+            rows.append((name, f"{control.description}: MMD² {control.mmd.mmd2:.4f} "
+                         f"(p {control.mmd.p_value:.3f}), AUC {control.c2st.auc:.3f} "
+                         f"(p {control.c2st.p_value:.3f})"))
+    if d.threshold is not None:
+        mmd = "-" if d.threshold.mmd2 is None else f"{d.threshold.mmd2:.4f}"
+        auc = "-" if d.threshold.auc_excess is None else f"{0.5 + d.threshold.auc_excess:.3f}"
+        rows.append(("thresholds", f"MMD² > {mmd}, AUC > {auc} ({d.threshold.rule})"))
+    if d.label_shift is not None and d.label_shift.p_value is not None:
+        rows.append(("label shift", f"χ² {d.label_shift.chi2:.1f}, p {d.label_shift.p_value:.3g}"
+                     f", Cramér's V {d.label_shift.cramers_v:.3f}"))
+    return rows
+
+
+def _ranking_table(evidence: Evidence) -> Table:
+    ranking = evidence.transferability
+    table = Table(title=f"trunks ranked for '{ranking.target}': score [95% bootstrap] #rank",
+                  title_justify="left")
+    table.add_column("candidate")
+    for score in ranking.scores:
+        table.add_column(score, overflow="fold")
+    for name in ranking.candidates:
+        cells = []
+        for by_candidate in ranking.scores.values():
+            e = by_candidate.get(name)
+            cells.append("-" if e is None else f"{e.value:.3f} [{e.low:.3f}, {e.high:.3f}] "
+                         f"#{e.rank}")
+        table.add_row(name, *cells)
+    notes = [f"warning: {w}" for w in ranking.warnings] + [
+        f"{k} skipped: {v}" for k, v in ranking.skipped.items()]
+    table.caption = "\n".join(notes) or None
+    return table
+
+
+def plan_tables(plan: Plan) -> list[Table]:
+    """The axes with their sources, the recommended recipe, and the warnings."""
+    axes = Table(title=f"plan: {plan.route.title}", title_justify="left")
+    axes.add_column("axis")
+    axes.add_column("value")
+    axes.add_column("from")
+    axes.add_column("why", overflow="fold")
+    for name in ("task", "domain", "order"):
+        axis = getattr(plan, name)
+        axes.add_row(name, _verdict(axis.value), axis.source, axis.detail)
+    recipe = Table(title="recommended recipe", title_justify="left")
+    recipe.add_column("setting")
+    recipe.add_column("value")
+    recipe.add_column("why", overflow="fold")
+    for key, value in plan.recipe.items():
+        recipe.add_row(key, str(value), plan.reasons.get(key, ""))
+    tables = [axes, recipe]
+    if plan.warnings:
+        warn = Table(title="warnings", title_justify="left", show_header=False)
+        warn.add_column("warning", overflow="fold", style="yellow")
+        for text in plan.warnings:
+            warn.add_row(text)
+        tables.append(warn)
+    if plan.evidence is not None:
+        tables.extend(evidence_tables(plan.evidence))
+    return tables
