@@ -28,7 +28,8 @@ DOMAIN_COLOURS = ("#1f6fb4", "#e0752d")  # source, target
 def to_png(fig: Any, dpi: int = DPI) -> bytes:
     """``fig`` as PNG bytes (white background)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white", bbox_inches="tight")
+    # No bbox_inches="tight": it draws the figure twice; tight_layout has placed everything.
+    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
     return buffer.getvalue()
 
 
