@@ -118,3 +118,17 @@ def test_inspect_and_plan_commands(tmp_path, capsys):
     assert "Task Adaptation" in printed
     assert (tmp_path / "plan" / "plan.json").is_file()
     assert (tmp_path / "plan" / "cube.png").is_file()
+
+
+def test_plan_and_run_refuse_a_contradicting_order_with_one_message(tmp_path):
+    from tests.conftest import cli
+
+    run_file = tmp_path / "bad.yaml"
+    run_file.write_text("route: dataset_merging\nconstraints: {source_data: false}\n"
+                        "problems: {a: {n: 50}, b: {n: 50}}\n")
+    for command in ("plan", "run"):
+        proc = cli(command, str(run_file), "--out", str(tmp_path / command))
+        assert proc.returncode == 2, proc.stderr
+        assert "constraints say sequential" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything was written
