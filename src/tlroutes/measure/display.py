@@ -86,11 +86,15 @@ def _ranking_table(evidence: Evidence) -> Table:
         cells = []
         for by_candidate in ranking.scores.values():
             e = by_candidate.get(name)
-            cells.append("-" if e is None else f"{e.value:.3f} [{e.low:.3f}, {e.high:.3f}] "
-                         f"#{e.rank}")
+            if e is None:
+                cells.append("-")
+            elif e.low is None or e.high is None:
+                cells.append(f"{e.value:.3f} (no interval) #{e.rank}")
+            else:
+                cells.append(f"{e.value:.3f} [{e.low:.3f}, {e.high:.3f}] #{e.rank}")
         table.add_row(name, *cells)
     notes = [f"warning: {w}" for w in ranking.warnings] + [
-        f"{k} skipped: {v}" for k, v in ranking.skipped.items()]
+        f"{k} skipped: {v}" for k, v in ranking.skipped.items()] + list(ranking.notes)
     table.caption = "\n".join(notes) or None
     return table
 

@@ -81,9 +81,17 @@ def collect(run_dir: str | Path) -> RunData:
         f"seed {s}": folder / f"seed-{s}" for s in range(first, first + seeds)}
     for label, sub in folders.items():
         lines = _read_lines(sub / "metrics.jsonl")
+        # Parallel Training: every job is a run folder of its own under jobs/.
+        for job in sorted((sub / "jobs").glob("*/metrics.jsonl")):
+            lines += [{**r, "stage": _job_stage(job.parent.name, r["stage"])}
+                      for r in _read_lines(job)]
         if lines:
             data.curves[label] = lines
-    data.best_epochs = _best_epochs(next(iter(folders.values())))
+    first_folder = next(iter(folders.values()))
+    data.best_epochs = _best_epochs(first_folder)
+    for job in sorted((first_folder / "jobs").glob("*/")):
+        data.best_epochs.update({_job_stage(job.name, stage): epoch
+                                 for stage, epoch in _best_epochs(job).items()})
     if data.summary is None:
         data.missing["summary.json"] = (
             "the run has not finished (it stopped, failed or is still running); the report "
@@ -127,6 +135,10 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
         if isinstance(record, dict) and "stage" in record and "epoch" in record:
             out.append(record)
     return out
+
+
+def _job_stage(job: str, stage: str) -> str:
+    return f"job {job}" if stage == job else f"job {job}: {stage}"
 
 
 def _best_epochs(folder: Path) -> dict[str, int]:

@@ -90,14 +90,15 @@ def _domain_adaptation(run: RunData, tsne: bool) -> list[Block]:
     start = time.perf_counter()
     png, facts = plots.feature_maps_png(run.features, tsne=tsne)
     seconds = time.perf_counter() - start
-    counts = ", ".join(f"{n} {k}" for n, k in facts["samples"].items())
+    counts = ", ".join(f"{k} from {n}" for n, k in facts["samples"].items())
     blocks.append(Text(
         "Trunk features of test samples (" + counts + "), coloured by domain, before adaptation "
         "(the source-only model) and after. Aligned domains overlap; separate clouds mean the "
         "trunk still tells the domains apart. Axes have no units (PCA: the two main directions "
         f"of variation; t-SNE: neighbourhoods). Drawn in {seconds:.1f} s."))
     blocks.append(Image("feature-maps.png", png, "PCA and t-SNE maps of source and target "
-                        "features before and after adaptation", id="feature-maps"))
+                        "features before and after adaptation", id="feature-maps",
+                        width=460 * len(facts["states"])))
     return blocks
 
 
@@ -186,32 +187,53 @@ def _leakage(leak: dict[str, Any], run: RunData) -> list[Block]:
             "(deduplicate: report; set deduplicate: drop to remove leaking training samples)")
     threshold = leak.get("threshold")
     near = f"near: cosine of standardised inputs ≥ {threshold}" if threshold else "exact only"
+    fate = "removed before training" if action == "drop" else "kept (reported only)"
+    per_dataset = [[name, str(n.get("cross", 0)), str(n.get("within", 0)),
+                    Cell(fate if n.get("all") else "-", "bad" if n.get("all") else "")]
+                   for name, n in (leak.get("leaking_train") or {}).items()]
     return [
         Table(["scope", "train vs", "exact pairs", "near pairs", "train samples leaking",
                "verdict"], rows, id="leakage",
               caption=f"Leakage report ({near}; exact: equal to {leak.get('decimals')} "
               "decimals). 'cross': a dataset's train split against another's val/test."),
+        Table(["dataset", "train samples in other datasets' val/test",
+               "train samples in its own val/test", "those samples"], per_dataset,
+              id="leaking-train"),
         Text(f"What was done: {done}."),
     ]
 
 
 # ------------------------------------------------------------------------- Parallel Training
 def _parallel(s: dict[str, Any]) -> tuple[list[Block], set[str]]:
+    jobs = s.get("jobs") or {}
+    compared = any("baseline_metrics" in job for job in jobs.values())
     rows = []
-    for name, job in (s.get("jobs") or {}).items():
+    for name, job in jobs.items():
         ok = job.get("status") == "ok"
         metric = job.get("primary_metric")
         value = (job.get("metrics") or {}).get(metric) if ok else None
         result = f"{metric} {fmt(value)}" if ok else (job.get("error") or "failed")
-        rows.append([name, Cell(job.get("status", "?"), "good" if ok else "bad"), result,
-                     f"{job['time_s']:.1f} s" if job.get("time_s") is not None else "-",
-                     job.get("task") or "-", job.get("trunk") or "-"])
-    blocks: list[Block] = [Table(["job", "status", "test metric / cause", "time", "task",
-                                  "trunk"], rows, id="jobs", caption="Every job of the run.")]
+        row: list[str | Cell] = [
+            Cell(name, "strong"), Cell(job.get("status", "?"), "good" if ok else "bad"),
+            Cell(result, "" if ok else "bad"),
+            f"{job['time_s']:.1f} s" if job.get("time_s") is not None else "-",
+            s.get("backend", "?"), job.get("task") or "-", job.get("trunk") or "-",
+            fmt(job.get("parameters"))]
+        if compared:
+            base = (job.get("baseline_metrics") or {}).get(metric)
+            row += [fmt(base), fmt(job.get("gain"))]
+        rows.append(row)
+    columns = ["job", "status", "test metric / cause", "time", "backend", "task", "trunk",
+               "parameters"] + (["one after another", "gain"] if compared else [])
+    blocks: list[Block] = [Table(columns, rows, id="jobs",
+                                 caption="Every job: its own data and model, nothing shared.")]
     backend = f"Backend **{s.get('backend', '?')}**"
     if s.get("backend_reason"):
-        backend += f": {s['backend_reason']}"
-    blocks.append(Text(backend))
+        backend += f", because {s['backend_reason']}"
+    blocks.append(Text(backend + "."))
     if s.get("wall_time_s") is not None:
-        blocks.append(Text(f"Wall time of all jobs together: {s['wall_time_s']:.1f} s."))
-    return blocks, {"jobs", "failed", "backend", "backend_reason", "wall_time_s"}
+        speedup = (f"; {s['speedup']:.2f}× faster than one after another"
+                   if isinstance(s.get("speedup"), int | float) else "")
+        blocks.append(Text(f"Wall time of all jobs together: {s['wall_time_s']:.1f} s"
+                           f"{speedup}."))
+    return blocks, {"jobs", "failed", "backend", "backend_reason", "wall_time_s", "speedup"}

@@ -69,9 +69,9 @@ def _metrics(run: RunData) -> Section:
             ["also measured", s["primary_metric"]],
             [[k.replace("_", " "), fmt_values(seed_values(s, "also", k))] for k in s["also"]],
             id="also", caption="Other comparisons the run measured (controls, other baselines)."))
-    for key in ("metric_note", "baseline_note"):
+    for key, label in (("metric_note", "Metrics"), ("baseline_note", "Baseline")):
         if s.get(key):
-            section.blocks.append(Text(f"{key.split('_')[0]}: {s[key]}"))
+            section.blocks.append(Text(f"**{label}**: {s[key]}"))
     if s.get("per_seed"):
         section.blocks.append(_per_seed_table(s))
     return section
@@ -79,16 +79,17 @@ def _metrics(run: RunData) -> Section:
 
 def _verdict(s: dict[str, Any]) -> Notice:
     name, gain = s["primary_metric"], s.get("gain")
-    kind = s.get("baseline_kind", "from-scratch").replace("_", " ")
+    kind = s.get("baseline_kind", "").replace("_", " ")
+    against = f"the {kind} baseline" if kind else "the baseline"
     if gain is None:
         return Notice(f"No gain: this run has no baseline for {name}.", "info")
     spread = " (mean ± std over seeds)" if s.get("gain_std") is not None else ""
     if s.get("negative_transfer"):
         every = " — in every seed" if s.get("negative_transfer_consistent") else ""
-        return Notice(f"**{NEGATIVE.upper()}**: transfer is worse than the {kind} baseline by "
+        return Notice(f"**{NEGATIVE.upper()}**: transfer is worse than {against} by "
                       f"{fmt_spread(-gain, s.get('gain_std'))} {name}{spread}{every}.", "bad")
     return Notice(f"**Transfer helped**: {fmt_spread(gain, s.get('gain_std'), sign=True)} "
-                  f"{name} over the {kind} baseline{spread}.", "good")
+                  f"{name} over {against}{spread}.", "good")
 
 
 def _metrics_table(s: dict[str, Any]) -> Table:
@@ -102,7 +103,10 @@ def _metrics_table(s: dict[str, Any]) -> Table:
     rows = []
     for name, value in (s.get("metrics") or {}).items():
         std = (s.get("metrics_std") or {}).get(name)
-        row: list[str | Cell] = [name, Cell(fmt_spread(value, std), "strong")]
+        shown = fmt_spread(value, std)
+        if name.startswith("jobs_") and std is None:  # counts (Parallel Training), not scores
+            shown = fmt(int(value))
+        row: list[str | Cell] = [name, Cell(shown, "strong")]
         row.append(fmt_spread(base[name], (s.get("baseline_std") or {}).get(name))
                    if name in base else "-")
         row += [fmt_values(seed_values(s, "baselines", k, name)) for k in others]
@@ -111,7 +115,7 @@ def _metrics_table(s: dict[str, Any]) -> Table:
         else:
             row.append("")
         rows.append(row)
-    caption = "Test split of the target." + (
+    caption = "On the test split." + (
         " Mean ± sample standard deviation over seeds." if s.get("per_seed") else "")
     return Table(columns, rows, id="metrics-table", caption=caption)
 

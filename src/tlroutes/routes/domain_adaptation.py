@@ -23,7 +23,6 @@ the run report draws them as 2-D maps.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -264,7 +263,8 @@ def _save_features(path: Path, source: Problem, target: Problem, before: np.ndar
     }
     if after is not None:
         data["after"] = after
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as f:
+    # A plain temporary name (not mkstemp, which makes the file private to its owner).
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
         np.savez_compressed(f, **data)
     os.replace(tmp, path)
