@@ -132,3 +132,17 @@ def test_plan_and_run_refuse_a_contradicting_order_with_one_message(tmp_path):
         assert "constraints say sequential" in proc.stderr
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_inspect_ranks_candidate_trunks(tmp_path, capsys):
+    out = tmp_path / "ranked.json"
+    main(["inspect", "digits:n=300,classes=0-4", "digits:n=300,classes=5-9", "--candidate",
+          "conv=cnn2d", "--candidate", "flat=mlp", "--json", str(out), "--permutations", "50"])
+    assert "trunks ranked" in capsys.readouterr().out
+    ranking = json.loads(out.read_text())["transferability"]
+    assert ranking["candidates"] == ["conv", "flat"]
+    assert {"logme", "h_score", "knn", "linear_probe"} <= set(ranking["scores"])
+    with pytest.raises(SystemExit) as stop:
+        main(["inspect", "digits", "digits:rotation=10", "--candidate", "cnn2d"])
+    assert stop.value.code == 2
+    assert "NAME=TRUNK" in capsys.readouterr().err

@@ -142,10 +142,11 @@ def _curves(run: RunData) -> Section:
                                      "epoch yet."))
         return section
     stages = list(dict.fromkeys(r["stage"] for lines in run.curves.values() for r in lines))
+    whose = f" (of {next(iter(run.curves))})" if len(run.curves) > 1 else ""
     section.blocks.append(Text(
         "One figure per training stage, one panel per logged quantity: train (dashed, mean "
         "over the epoch) and validation (solid); the dotted line marks the epoch the stage "
-        "selected."))
+        f"selected{whose}."))
     for i, stage in enumerate(stages):
         by_seed = {label: [r for r in lines if r["stage"] == stage]
                    for label, lines in run.curves.items()}
