@@ -102,11 +102,12 @@ def build_index(demo_dir: str | Path, runs: list[tuple[str, Path]]) -> Path:
                          *([Cell("unfinished: no summary.json", "muted")]
                            + [""] * (len(SUMMARY_COLUMNS) - 2))])
             continue
-        row = summary_rows([json.loads(summary_file.read_text())])[0]
+        s = json.loads(summary_file.read_text())
+        row = summary_rows([s])[0]
         cells: list[str | Cell] = [Cell(row["route"], "strong", href)]
+        verdict = "" if s.get("gain") is None else "bad" if row["negative_transfer"] else "good"
         for column in SUMMARY_COLUMNS[1:]:
-            style = "bad" if column == "gain" and row["negative_transfer"] else ""
-            cells.append(Cell(row[column], style))
+            cells.append(Cell(row[column], verdict if column == "gain" else ""))
         rows.append(cells)
     doc = Document("tlroutes demo: transfer against the from-scratch baseline",
                    f"demo folder: {demo_dir}")

@@ -39,6 +39,8 @@ th { background: #f0f3f7; font-weight: 600; }
 td.good { color: var(--good); background: var(--good-bg); font-weight: 600; }
 td.bad { color: var(--bad); background: var(--bad-bg); font-weight: 600; }
 td.strong { font-weight: 600; }
+td:first-child { white-space: nowrap; }
+td a { color: var(--accent); }
 td.muted { color: var(--muted); }
 .notice { border-left: 5px solid; border-radius: 4px; padding: 10px 14px; margin: 12px 0; }
 .notice.warn { background: var(--warn-bg); border-color: #e0a800; color: var(--warn); }
