@@ -10,7 +10,7 @@ from tlroutes.matrix import Route, draw_cube, route_for
 __version__ = "0.1.0"
 
 __all__ = [
-    "Route", "TLRoutesError", "draw_cube", "inspect", "plan", "report", "route_for", "run",
+    "Route", "TLRoutesError", "build_report", "draw_cube", "inspect", "plan", "route_for", "run",
     "__version__",
 ]
 
@@ -46,11 +46,12 @@ def plan(spec, **kwargs):
     return _plan(spec, **kwargs)
 
 
-def report(run_dir):
+def build_report(run_dir):
     """Build (or rebuild) a run folder's report.html and report.md; return what was written.
 
-    See :func:`tlroutes.report.build_report`.
+    See :func:`tlroutes.report.build_report`. (Named so that it does not shadow the
+    :mod:`tlroutes.report` package.)
     """
-    from tlroutes.report import build_report
+    from tlroutes.report import build_report as _build
 
-    return build_report(run_dir)
+    return _build(run_dir)

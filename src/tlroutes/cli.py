@@ -157,8 +157,9 @@ def report(
     from tlroutes.report import build_report
 
     result = build_report(run_dir)
-    for line in result.missing:
-        console.print(f"[yellow]missing:[/] {escape(line)}")
+    for name in result.missing:
+        why = result.why.get(name, "")
+        console.print(f"[yellow]missing:[/] {escape(name)}" + (f" — {escape(why)}" if why else ""))
     console.print(f"report: {result.html}  (Markdown: {result.markdown})")
 
 
@@ -172,25 +173,14 @@ def _slug(*parts: str | None) -> str:
 
 def summary_table(summaries: list[dict]) -> Table:
     """One row per run: route, what was carried over, target metric, baseline, gain."""
+    from tlroutes.report import SUMMARY_COLUMNS, summary_rows
+
     table = Table(title="tlroutes: transfer against the from-scratch baseline")
-    for col in ("route", "carried over / shared", "metric", "transfer", "baseline", "gain",
-                "also measured"):
+    for col in SUMMARY_COLUMNS:
         table.add_column(col, justify="right" if col in ("transfer", "baseline", "gain")
                          else "left")
-    for s in summaries:
-        name = s["primary_metric"]
-        base = s.get("baseline") or {}
-        gain = s.get("gain")
-        gain_text = "-" if gain is None else f"{gain:+.3f}"
-        if s.get("negative_transfer"):
-            gain_text += " (negative transfer)"
-        if s.get("gain_std") is not None:
-            gain_text += f" ± {s['gain_std']:.3f}"
-        also = "; ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in s.get("also", {}).items())
-        table.add_row(
-            s["route_title"], s.get("carried_over", ""), name, f"{s['metrics'][name]:.3f}",
-            f"{base[name]:.3f}" if name in base else "-", gain_text, also,
-        )
+    for row in summary_rows(summaries):
+        table.add_row(*(row[col] for col in SUMMARY_COLUMNS))
     return table
 
 

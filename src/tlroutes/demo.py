@@ -18,6 +18,7 @@ from typing import Any
 
 from tlroutes.config import RunSpec, TrainSpec, load_run_file
 from tlroutes.matrix import Route
+from tlroutes.report import build_index
 from tlroutes.routes import MODULES
 from tlroutes.runner import run
 
@@ -91,4 +92,5 @@ def run_demo(
         if progress:
             print(f"[{i}/{len(paths)}] {title} done in {time.perf_counter() - start:.0f} s",
                   file=sys.stderr, flush=True)
+    build_index(out, [(p.stem, out / p.stem) for p in paths])
     return summaries

@@ -21,6 +21,7 @@ import yaml
 from tlroutes.config import RunSpec, dump_run, load_run_file
 from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route
+from tlroutes.report import build_report
 from tlroutes.routes import recipe_for
 from tlroutes.routes.common import parse_recipe
 from tlroutes.train.checkpoint import write_json_atomic
@@ -110,9 +111,11 @@ def run(
         summary = summaries[0] if spec.seeds == 1 else aggregate(summaries)
         if fabric.global_rank == 0:
             write_json_atomic(out / "summary.json", summary)
-        # Files meant for the tracker's artifacts (the report) are written to `out` above this
-        # line: finish uploads what the folder holds then.
+            # Before the tracker's finish, which uploads what the folder holds then.
+            build_report(out)
     except BaseException as exc:
+        if fabric.global_rank == 0:
+            _partial_report(out)
         try:
             tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         except Exception as err:  # the run's own error is the one to report
@@ -120,6 +123,14 @@ def run(
         raise
     tracker.finish("FINISHED")
     return summary
+
+
+def _partial_report(out: Path) -> None:
+    """A report of what a failed run left, without hiding the run's own error."""
+    try:
+        build_report(out, tsne=False)
+    except Exception as err:
+        warnings.warn(f"Could not write the report of the stopped run: {err}", stacklevel=3)
 
 
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -78,18 +78,23 @@ def _metrics(run: RunData) -> Section:
 
 
 def _verdict(s: dict[str, Any]) -> Notice:
+    """The gain in words: helped, or negative transfer (named, not only a minus sign)."""
     name, gain = s["primary_metric"], s.get("gain")
     kind = s.get("baseline_kind", "").replace("_", " ")
     against = f"the {kind} baseline" if kind else "the baseline"
     if gain is None:
         return Notice(f"No gain: this run has no baseline for {name}.", "info")
     spread = " (mean ± std over seeds)" if s.get("gain_std") is not None else ""
+    higher = s.get("higher_is_better", True)
+    size = fmt_spread(abs(gain), s.get("gain_std"))
     if s.get("negative_transfer"):
-        every = " — in every seed" if s.get("negative_transfer_consistent") else ""
-        return Notice(f"**{NEGATIVE.upper()}**: transfer is worse than {against} by "
-                      f"{fmt_spread(-gain, s.get('gain_std'))} {name}{spread}{every}.", "bad")
-    return Notice(f"**Transfer helped**: {fmt_spread(gain, s.get('gain_std'), sign=True)} "
-                  f"{name} over {against}{spread}.", "good")
+        every = ", in every seed" if s.get("negative_transfer_consistent") else ""
+        worse = "lower" if higher else "higher"
+        return Notice(f"**{NEGATIVE.upper()}**: transfer is worse than {against}: {size} "
+                      f"{worse} {name}{spread}{every}.", "bad")
+    better = "higher" if higher else "lower"
+    return Notice(f"**Transfer helped**: {size} {better} {name} than {against}{spread}; "
+                  f"gain {fmt_spread(gain, s.get('gain_std'), sign=True)}.", "good")
 
 
 def _metrics_table(s: dict[str, Any]) -> Table:

@@ -246,7 +246,7 @@ def _test_features(model: TransferModel, source: Problem, target: Problem) -> np
     parts = []
     for split in (source.test, target.test):
         x = split.x[_feature_index(len(split))]
-        parts.append(evaluate_split(model, lambda b: model.features(b), x).float().cpu())
+        parts.append(evaluate_split(model, model.features, x).float().cpu())
     return torch.cat(parts).numpy()
 
 
