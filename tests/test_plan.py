@@ -146,3 +146,22 @@ def test_inspect_ranks_candidate_trunks(tmp_path, capsys):
         main(["inspect", "digits", "digits:rotation=10", "--candidate", "cnn2d"])
     assert stop.value.code == 2
     assert "NAME=TRUNK" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_with_route_auto_plans_then_runs(tmp_path):
+    from tlroutes.runner import run
+
+    spec = parse_run({
+        "route": "auto",
+        "source": {"dataset": "digits", "n": 300},
+        "target": {"dataset": "digits", "n": 300, "task": "properties"},
+        "model": {"trunk": "mlp"},
+        "source_training": {"epochs": 1}, "target_training": {"epochs": 1},
+        "hardware": {"accelerator": "cpu"},
+    })
+    summary = run(spec, tmp_path / "auto", progress=False)
+    assert summary["route"] == "task_adaptation"  # same images, a multilabel task
+    saved = json.loads((tmp_path / "auto" / "plan.json").read_text())
+    assert saved["route"] == "task_adaptation"
+    assert "route: task_adaptation" in (tmp_path / "auto" / "run.yaml").read_text()

@@ -24,3 +24,12 @@ def test_disabled_reporter_prints_nothing(capsys):
     reporter.end_epoch({"epoch": 0, "loss": 1.0, "time_s": 0.1}, epochs=2)
     reporter.end_stage("done")
     assert capsys.readouterr().err == ""
+
+
+def test_a_long_epoch_line_is_not_wrapped(capsys):
+    reporter = ProgressReporter(live=False)
+    reporter.start_stage("a-stage-with-a-long-name", epochs=3, steps_per_epoch=1, start_epoch=0)
+    record = {"epoch": 0, "time_s": 0.1, **{f"val_metric_{i}": 0.123456 for i in range(8)}}
+    reporter.end_epoch(record, epochs=3)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and len(lines[0]) > 120

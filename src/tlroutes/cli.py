@@ -73,13 +73,15 @@ def demo(
         "runs/demo"),
     quick: Annotated[bool, typer.Option(
         help="A third of every example's epochs: a smoke test of all eight routes.")] = False,
+    seeds: Annotated[int | None, typer.Option(
+        help="Seeds per route (mean ± std). Default: 3, or 1 with --quick.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a stopped demo.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
 ) -> None:
     """Run the eight routes on built-in data, print one table and write an index of reports."""
     from tlroutes.demo import run_demo
 
-    summaries = run_demo(out, resume=resume, progress=not quiet, quick=quick)
+    summaries = run_demo(out, resume=resume, progress=not quiet, quick=quick, seeds=seeds)
     console.print(summary_table(summaries))
     index = out / "index.html"
     if index.is_file():

@@ -3,8 +3,9 @@
 The example run files ship inside the package (``tlroutes/examples/``; the repository's
 ``examples/`` folder points there), so the demo runs the same files a user copies. Each route
 gets a run folder ``out/<route>/`` with its report; ``out/index.html`` links them all.
-``quick=True`` runs every example at a third of its epochs (at least one), for a smoke test
-that still trains every stage and baseline.
+The full demo repeats every example over :data:`DEMO_SEEDS` seeds so that the table shows the
+spread of each gain; ``quick=True`` runs every example once at a third of its epochs (at least
+one), a smoke test that still trains every stage and baseline.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from tlroutes.matrix import Route
 from tlroutes.report import build_index
 from tlroutes.routes import MODULES
 from tlroutes.runner import run
+
+DEMO_SEEDS = 3
+"""Seeds per example in the full demo (the quick one runs one)."""
 
 QUICK_EPOCH_FRACTION = 1 / 3
 """``--quick`` trains each stage for this fraction of its epochs, rounded up."""
@@ -67,6 +71,7 @@ def _quick_epochs(epochs: int) -> int:
 
 def run_demo(
     out: str | Path, resume: bool = False, progress: bool = True, quick: bool = False,
+    seeds: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run every runnable example into ``out/<route>``; return their summaries in order.
 
@@ -76,7 +81,9 @@ def run_demo(
             Default False.
         progress: show progress (a line per route, and each run's own display). Default True.
         quick: a third of every example's epochs. Default False.
+        seeds: seeds per example. Default: :data:`DEMO_SEEDS`, or 1 with ``quick``.
     """
+    seeds = seeds or (1 if quick else DEMO_SEEDS)
     out = Path(out)
     paths = runnable_examples()
     summaries = []
@@ -84,6 +91,7 @@ def run_demo(
         spec = load_run_file(path)
         if quick:
             spec = quick_spec(spec)
+        spec = spec.model_copy(update={"seeds": seeds})
         title = Route.parse(spec.route).title
         if progress:
             print(f"[{i}/{len(paths)}] {title}: {path.name}", file=sys.stderr, flush=True)

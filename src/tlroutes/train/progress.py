@@ -28,7 +28,8 @@ class ProgressReporter:
 
     def __init__(self, enabled: bool = True, live: bool | None = None) -> None:
         self.enabled = enabled
-        self.console = Console(stderr=True)
+        # soft_wrap: off a terminal a line stays one line (rich would wrap at 80 columns).
+        self.console = Console(stderr=True, soft_wrap=True)
         self.live = (sys.stderr.isatty() if live is None else live) and enabled
         self._progress: Progress | None = None
         self._task: Any = None
