@@ -14,15 +14,15 @@ from scipy.stats import multivariate_normal
 from torch import nn
 
 from tlroutes.errors import ConfigError, DataError
-from tlroutes.measure.transferability import (
+from tlroutes.measure.scores import (
     h_score,
     knn_accuracy,
     leep,
     linear_probe_accuracy,
     logme,
     nce,
-    rank_trunks,
 )
+from tlroutes.measure.transferability import rank_trunks
 from tlroutes.problem import Domain, Problem, Split, Task
 
 
