@@ -8,7 +8,12 @@ import torch
 from tlroutes.config import parse_run
 from tlroutes.errors import ConfigError, DataError
 from tlroutes.problem import Task
-from tlroutes.routes.multi_task_learning import Joined, check_labelled, delta_m
+from tlroutes.routes.multi_task_learning import (
+    Joined,
+    check_labelled,
+    delta_m,
+    drop_cross_task_overlap,
+)
 from tlroutes.runner import run
 
 QUICK = {"epochs": 2, "batch_size": 32}
@@ -135,3 +140,21 @@ def test_multi_task_learning_needs_one_domain(tmp_path):
         _run(tmp_path, route="multi_task_learning", problems={
             "digit": {"dataset": "digits", "n": 100},
             "parity": {"dataset": "mnist1d", "task": "parity", "n": 100}})
+
+
+def test_a_tasks_held_out_inputs_are_dropped_from_the_other_tasks_training():
+    from tlroutes.data import load_builtin
+
+    small = load_builtin("digits", task="digit", n=150, seed=0)
+    large = load_builtin("digits", task="properties", n=1500, seed=0)
+    held = {r.numpy().tobytes() for r in torch.cat([small.val.x, small.test.x])}
+    overlapping = sum(r.numpy().tobytes() in held for r in large.train.x)
+    assert overlapping > 0  # the two draws share images: the case this guards against
+    before = len(large.train)
+    dropped = drop_cross_task_overlap({"digit": small, "properties": large})
+    assert dropped["properties"] == overlapping == before - len(large.train)
+    assert not any(r.numpy().tobytes() in held for r in large.train.x)
+    # the same inputs split the same way (the joined case) drop nothing
+    a = load_builtin("digits", task="digit", n=200, seed=0)
+    b = load_builtin("digits", task="properties", n=200, seed=0)
+    assert drop_cross_task_overlap({"a": a, "b": b}) == {"a": 0, "b": 0}

@@ -5,7 +5,10 @@ Different tasks, same domain, simultaneously (one camera feed → detection + la
 Recipe:
 1. Load the tasks' problems (one domain). Problems over the same inputs are joined so that a
    sample carries every task's label; otherwise samples carry only their own task's label and
-   the others are masked out of the loss.
+   the others are masked out of the loss. A training sample of one task whose input is a
+   validation or test input of another task is dropped (for the single-task baselines too):
+   the shared trunk would otherwise train on the other task's held-out inputs. The summary's
+   ``cross_task_overlap`` counts the drops per task.
 2. Baselines first: one single-task model per task, same epochs — the reference Δm is measured
    against (never against an untrained model).
 3. ``joint``: a shared stem and trunk, one head per task (classification, multilabel and
@@ -132,6 +135,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
                           "16}} (with the same inputs: same dataset, canvas, n and seed).")
     problems = {name: load(d, spec.seed, name) for name, d in spec.problems.items()}
     _require_fit(problems)
+    overlap = drop_cross_task_overlap(problems)
     if trainer.fabric.world_size > 1 and recipe.weighting in GRADIENT_METHODS:
         raise ConfigError(f"weighting '{recipe.weighting}' combines per-task gradients in one "
                           "process; run it with hardware.devices: 1, or use ew, uw, dwa or rlw.")
@@ -174,10 +178,35 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
                         None if delta is None else {"delta_m": 0.0}, primary=("delta_m", True),
                         carried_over="stem and trunk shared; one head per task",
                         per_task=per_task, per_task_baseline=test_reference,
-                        weighting=recipe.weighting, delta_m=delta)
+                        weighting=recipe.weighting, delta_m=delta,
+                        cross_task_overlap=overlap)
     summary["metric_note"] = ("metrics.delta_m: Δm in percent against the single-task "
                               "baselines the run trained itself (positive = multi-task helps)")
     return summary
+
+
+def drop_cross_task_overlap(problems: dict[str, Problem]) -> dict[str, int]:
+    """Drop from each problem's train split the inputs held out (val/test) by another problem.
+
+    Inputs are compared exactly (bytes of the sample). Returns the count dropped per problem;
+    problems over identical inputs drop nothing (their splits are one split of the same data).
+    """
+    def keys(x: Tensor) -> list[bytes]:
+        flat = x.detach().cpu().contiguous().reshape(len(x), -1).numpy()
+        return [row.tobytes() for row in flat]
+
+    held = {name: set(keys(p.val.x)) | set(keys(p.test.x)) for name, p in problems.items()}
+    dropped = {}
+    for name, problem in problems.items():
+        others = set().union(*(h for other, h in held.items() if other != name))
+        keep = [i for i, k in enumerate(keys(problem.train.x)) if k not in others]
+        dropped[name] = len(problem.train) - len(keep)
+        if dropped[name]:
+            problem.train = problem.train.subset(torch.tensor(keep, dtype=torch.long))
+        if len(problem.train) == 0:
+            raise DataError(f"Every training input of '{name}' is a validation or test input of "
+                            "another task; give the tasks separate data or the same inputs.")
+    return dropped
 
 
 def delta_m(metrics: dict[str, dict[str, float]], reference: dict[str, dict[str, float]],
