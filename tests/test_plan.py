@@ -165,3 +165,13 @@ def test_run_with_route_auto_plans_then_runs(tmp_path):
     saved = json.loads((tmp_path / "auto" / "plan.json").read_text())
     assert saved["route"] == "task_adaptation"
     assert "route: task_adaptation" in (tmp_path / "auto" / "run.yaml").read_text()
+
+
+def test_a_job_set_notes_pairs_that_could_share_more():
+    spec = parse_run({"route": "parallel_training", "recipe": {"jobs": {
+        "a": {"data": {"dataset": "digits", "n": 200}},
+        "b": {"data": {"dataset": "digits", "n": 200, "task": "properties"}},
+        "c": {"data": {"dataset": "mnist1d", "n": 200, "task": "position"}}}}})
+    result = plan(spec, **FAST)
+    assert result.route is Route.PARALLEL_TRAINING
+    assert any("'a' and 'b' alone sit on Multi-Task Learning" in w for w in result.warnings)

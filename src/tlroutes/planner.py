@@ -103,6 +103,8 @@ def plan(spec: RunSpec | str | Path, *, seed: int | None = None, **inspect_args:
         warnings.insert(0, (
             f"The run file declares {declared.title}, but the measured axes (task {task.value}, "
             f"domain {domain.value}, order {order.value}) place it on {route.title}."))
+    if len(evidence.pairs) > 1:
+        warnings.extend(_pair_notes(evidence.pairs, route, order.value))
     recipe, reasons = recommend(route, problems, evidence, warnings)
     return Plan(route, task, domain, order, declared, recipe, reasons, warnings, evidence)
 
@@ -143,9 +145,30 @@ def plan_order(spec: RunSpec, declared: Route | None) -> Axis:
 
 def _task_axis(pairs: list[PairEvidence]) -> Axis:
     differ = [p for p in pairs if p.task.verdict != "same"]
-    if not differ:
-        return Axis("same", "measured", "; ".join(p.task.reason for p in pairs))
-    return Axis("different", "measured", "; ".join(p.task.reason for p in differ))
+    shown = differ or pairs
+    value = "different" if differ else "same"
+    if len(pairs) == 1:
+        return Axis(value, "measured", pairs[0].task.reason)
+    return Axis(value, "measured", "; ".join(
+        f"{p.first} vs {p.second}: {p.task.reason.rstrip('.')}" for p in shown))
+
+
+def _pair_notes(pairs: list[PairEvidence], route: Route, order: str) -> list[str]:
+    """For three or more problems: pairs whose own cell shares more than the set's route."""
+    notes = []
+    for p in pairs:
+        domain = p.domain.verdict if p.domain.verdict in ("same", "different") else None
+        if domain is None:
+            continue
+        own = route_for(p.task.verdict, domain, order)
+        # One head for two classification tasks needs shared labels, which disjoint sets lack.
+        if own.task == "same" and p.task.label_relation == "disjoint":
+            continue
+        if own is not route and (own.task == "same" or own.domain == "same"):
+            notes.append(f"'{p.first}' and '{p.second}' alone sit on {own.title} (task "
+                         f"{p.task.verdict}, domain {domain}): they could share more than "
+                         f"{route.title} lets them.")
+    return notes
 
 
 def _domain_axis(pairs: list[PairEvidence], spec: RunSpec, problems: dict[str, Problem],
@@ -178,7 +201,7 @@ def _domain_axis(pairs: list[PairEvidence], spec: RunSpec, problems: dict[str, P
                       f"say {named}")
         values.append(value)
         sources.append(source)
-        details.append(f"{p.first} vs {p.second}: {detail}")
+        details.append(f"{p.first} vs {p.second}: {detail.rstrip('.')}")
     value = "same" if all(v == "same" for v in values) else "different"
     source = "measured" if all(s == "measured" for s in sources) else (
         "declared" if all(s == "declared" for s in sources) else "measured and declared")
