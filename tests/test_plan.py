@@ -175,3 +175,20 @@ def test_a_job_set_notes_pairs_that_could_share_more():
     result = plan(spec, **FAST)
     assert result.route is Route.PARALLEL_TRAINING
     assert any("'a' and 'b' alone sit on Multi-Task Learning" in w for w in result.warnings)
+
+
+def test_inspect_passes_source_heads_for_leep_and_nce():
+    import torch
+
+    from tlroutes.data import load_builtin
+    from tlroutes.model import build_model
+
+    source = load_builtin("digits", task="digit", classes=[0, 1, 2, 3, 4], n=300)
+    target = load_builtin("digits", task="digit", classes=[5, 6, 7, 8, 9], n=300)
+    torch.manual_seed(0)
+    model = build_model(source.domain, source.task, trunk="mlp").eval()
+    head = model.get_head()
+    evidence = inspect(source, target, candidates={"mlp": model.features},
+                       source_heads={"mlp": head}, source_model=model, **FAST)
+    assert {"leep", "nce"} <= set(evidence.transferability.scores)
+    assert evidence.pairs[0].task.nce is not None

@@ -79,6 +79,7 @@ def inspect(
     second: DataLike | None = None,
     *,
     candidates: Mapping[str, FeatureFn] | None = None,
+    source_heads: Mapping[str, FeatureFn] | None = None,
     source_model: FeatureFn | None = None,
     features: FeatureFn | None = None,
     seed: int = 0,
@@ -94,6 +95,8 @@ def inspect(
         second: the second problem (the target). Default None.
         candidates: trunks to rank for the target, name → features function (inputs → (N, D)).
             Default none.
+        source_heads: for LEEP and NCE, candidate name → its source head (features → source
+            logits). Default none (LEEP and NCE are skipped).
         source_model: a function from target inputs to source logits, for the task comparison's
             NCE and matched agreement. Default none.
         features: the representation for the domain tests (e.g. a trunk). Default: PCA fitted
@@ -117,7 +120,8 @@ def inspect(
                                                               source_model=model)))
     ranking = None
     if candidates:
-        ranking = rank_trunks(dict(candidates), problems[names[-1]], seed=seed)
+        ranking = rank_trunks(dict(candidates), problems[names[-1]], seed=seed,
+                              source_heads=dict(source_heads) if source_heads else None)
     return Evidence(
         problems={name: describe(p) for name, p in problems.items()},
         pairs=pairs, transferability=ranking, seconds=time.perf_counter() - start, notes=notes,
