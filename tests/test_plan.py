@@ -192,3 +192,20 @@ def test_inspect_passes_source_heads_for_leep_and_nce():
                        source_heads={"mlp": head}, source_model=model, **FAST)
     assert {"leep", "nce"} <= set(evidence.transferability.scores)
     assert evidence.pairs[0].task.nce is not None
+
+
+@pytest.mark.slow
+def test_inspect_uses_a_finished_runs_source_model(tmp_path):
+    from tests.conftest import cli, small_run, write_run
+
+    run_file = write_run(tmp_path / "run.yaml", small_run())
+    cli("run", str(run_file), "--out", str(tmp_path / "tft"), "--quiet", check=True)
+    out = tmp_path / "ev.json"
+    cli("inspect", "digits:classes=0-4,n=200", "digits:classes=5-9,n=200", "--source-run",
+        str(tmp_path / "tft"), "--json", str(out), "--permutations", "50", check=True)
+    saved = json.loads(out.read_text())
+    assert saved["pairs"][0]["task"]["nce"] is not None
+    assert {"leep", "nce"} <= set(saved["transferability"]["scores"])
+    (tmp_path / "empty").mkdir()
+    proc = cli("inspect", "digits", "digits:rotation=10", "--source-run", str(tmp_path / "empty"))
+    assert proc.returncode == 2 and "not a run folder" in proc.stderr

@@ -100,6 +100,10 @@ def inspect(
     candidate: Annotated[list[str] | None, typer.Option(
         help="A trunk to rank for the target: NAME=TRUNK or NAME=TRUNK:WEIGHTS (a safetensors "
         "file of trunk weights); repeat for several.")] = None,
+    source_run: Annotated[Path | None, typer.Option(
+        help="A finished sequential run folder: its trained source model gives NCE and matched "
+        "agreement on the target, and is ranked with LEEP and NCE as candidate 'source-run'.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the measurements.")] = 0,
     permutations: Annotated[int, typer.Option(help="Permutations of the MMD test.")] = 200,
     max_samples: Annotated[int, typer.Option(help="Samples per side for the tests.")] = 2000,
@@ -107,14 +111,19 @@ def inspect(
     """Measure whether two problems share a domain and a task, with controls; rank trunks."""
     from tlroutes.measure.display import evidence_tables
     from tlroutes.measure.evidence import inspect as inspect_
-    from tlroutes.measure.evidence import load_data, trunk_candidates
+    from tlroutes.measure.evidence import load_data, source_model_from_run, trunk_candidates
 
-    candidates = None
+    candidates, heads, model = None, None, None
     if candidate:
         target = load_data(second, seed, "second") if second else None
         candidates = trunk_candidates(candidate, target, first if second is None else None)
-    evidence = inspect_(first, second, candidates=candidates, seed=seed,
-                        permutations=permutations, max_samples=max_samples)
+    if source_run is not None:
+        model = source_model_from_run(source_run)
+        candidates = {**(candidates or {}), "source-run": model.features}
+        heads = {"source-run": model.get_head()}
+    evidence = inspect_(first, second, candidates=candidates, source_heads=heads,
+                        source_model=model, seed=seed, permutations=permutations,
+                        max_samples=max_samples)
     for table in evidence_tables(evidence):
         console.print(table)
     path = json_out or Path("runs/inspect") / f"{_slug(first, second)}.json"

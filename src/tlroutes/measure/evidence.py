@@ -295,3 +295,37 @@ def trunk_candidates(items: list[str], target: Problem | None,
 
         out[name] = features
     return out
+
+
+def source_model_from_run(run_dir: str | Path) -> Any:
+    """The source model a sequential run trained (its ``source`` stage's best weights).
+
+    The model is rebuilt from the run's ``run.yaml`` (trunk, stem and the source problem) with
+    the stem and head names its weights carry; with several seeds the first seed's is used.
+    """
+    from safetensors.torch import load_file
+
+    from tlroutes.data.load import load_problem
+    from tlroutes.model import build_model
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no run.yaml); --source-run needs a "
+                          "folder written by `tlroutes run`.")
+    spec = load_run_file(run_dir / "run.yaml")
+    folders = [run_dir, *sorted(run_dir.glob("seed-*"))]
+    weights = next((f / "checkpoints" / "source" / "best.safetensors" for f in folders
+                    if (f / "checkpoints" / "source" / "best.safetensors").is_file()), None)
+    if spec.source is None or weights is None:
+        raise ConfigError(f"{run_dir} holds no trained source model (checkpoints/source/"
+                          "best.safetensors): only sequential runs with source data train one.")
+    state = {k.removeprefix("model."): v for k, v in load_file(weights).items()}
+    stem = next(k.split(".")[1] for k in state if k.startswith("stems."))
+    head = next(k.split(".")[1] for k in state if k.startswith("heads."))
+    source = load_problem(spec.source, spec.seed if spec.source.seed is None
+                          else spec.source.seed, "source")
+    m = spec.model
+    model = build_model({stem: source.domain}, {head: source.task}, m.trunk, m.trunk_args,
+                        m.stem, m.stem_args)
+    model.load_state_dict(state)
+    return model.eval()
