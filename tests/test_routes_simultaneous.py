@@ -13,6 +13,7 @@ from tlroutes.routes.multi_task_learning import (
     check_labelled,
     delta_m,
     drop_cross_task_overlap,
+    matched_epochs,
 )
 from tlroutes.runner import run
 
@@ -104,6 +105,8 @@ def test_multi_task_learning_with_separate_inputs_masks_missing_labels(tmp_path)
         "parity": {"dataset": "digits", "task": "parity", "n": 150, "seed": 2}},
         recipe={"weighting": "nash_mtl"})
     assert set(summary["per_task"]) == {"digit", "parity"}
+    # the joint epoch covers both tasks' samples (about twice each one's): more epochs each
+    assert all(e >= 2 * QUICK["epochs"] - 1 for e in summary["baseline_epochs"].values())
 
 
 def test_joined_targets_round_trip_and_masks():
@@ -158,3 +161,12 @@ def test_a_tasks_held_out_inputs_are_dropped_from_the_other_tasks_training():
     a = load_builtin("digits", task="digit", n=200, seed=0)
     b = load_builtin("digits", task="properties", n=200, seed=0)
     assert drop_cross_task_overlap({"a": a, "b": b}) == {"a": 0, "b": 0}
+
+
+def test_single_task_baselines_get_the_joint_stages_steps():
+    from tlroutes.config import TrainSpec
+
+    train = TrainSpec(epochs=10, batch_size=32)
+    assert matched_epochs(320, 320, train) == 10  # shared inputs: same steps, same epochs
+    assert matched_epochs(1000, 100, train) == 80  # 10 × 32 steps over 4 steps per epoch
+    assert matched_epochs(10, 1000, train) == 1  # never below one epoch

@@ -9,8 +9,11 @@ Recipe:
    validation or test input of another task is dropped (for the single-task baselines too):
    the shared trunk would otherwise train on the other task's held-out inputs. The summary's
    ``cross_task_overlap`` counts the drops per task.
-2. Baselines first: one single-task model per task, same epochs — the reference Δm is measured
-   against (never against an untrained model).
+2. Baselines first: one single-task model per task — the reference Δm is measured against
+   (never against an untrained model) — each given as many optimizer steps as the joint stage
+   at the same batch size (``baseline_epochs`` in the summary): when tasks have inputs of their
+   own, the joint stage's epoch covers every task's samples, and equal epochs would leave a
+   small task's baseline with a fraction of the joint model's steps.
 3. ``joint``: a shared stem and trunk, one head per task (classification, multilabel and
    regression mixed freely); the task losses are combined by a weighting (``weighting``: ew,
    uw, dwa, gradnorm, pcgrad, mgda, cagrad, nash_mtl, rlw); selection on validation Δm.
@@ -21,13 +24,14 @@ Recipe:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from tlroutes.config import RunSpec
+from tlroutes.config import RunSpec, TrainSpec
 from tlroutes.errors import ConfigError, DataError
 from tlroutes.matrix import Route, route_for
 from tlroutes.model import TransferModel, build_model
@@ -147,13 +151,17 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     t = spec.training
 
     baseline = None
+    baseline_epochs: dict[str, int] = {}
     if spec.baseline:
         baseline = {}
         for name, problem in problems.items():
             trainer.seed_for("baseline", name)
             single = build(spec.model, {"input": first.domain}, {name: problem.task},
                            fresh=True)
-            trainer.fit(supervised_stage(f"single-{name}", single, problem, t, spec.seed))
+            epochs = matched_epochs(len(splits["train"]), len(problem.train), t)
+            baseline_epochs[name] = epochs
+            trainer.fit(supervised_stage(f"single-{name}", single, problem,
+                                         t.model_copy(update={"epochs": epochs}), spec.seed))
             baseline[name] = {"val": evaluate(single, problem.val, problem.task),
                               "test": evaluate(single, problem.test, problem.task)}
 
@@ -179,10 +187,19 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
                         carried_over="stem and trunk shared; one head per task",
                         per_task=per_task, per_task_baseline=test_reference,
                         weighting=recipe.weighting, delta_m=delta,
-                        cross_task_overlap=overlap)
+                        cross_task_overlap=overlap, baseline_epochs=baseline_epochs)
     summary["metric_note"] = ("metrics.delta_m: Δm in percent against the single-task "
                               "baselines the run trained itself (positive = multi-task helps)")
     return summary
+
+
+def matched_epochs(joint_n: int, single_n: int, train: TrainSpec) -> int:
+    """Epochs over ``single_n`` samples that take as many steps as ``train.epochs`` over
+    ``joint_n`` (batches as a :class:`Stream` makes them; at least one epoch)."""
+    def steps(n: int) -> int:
+        return math.ceil(n / min(train.batch_size, n))
+
+    return max(1, round(train.epochs * steps(joint_n) / steps(single_n)))
 
 
 def drop_cross_task_overlap(problems: dict[str, Problem]) -> dict[str, int]:
