@@ -16,7 +16,7 @@ Recipe:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import Field
@@ -41,6 +41,10 @@ from tlroutes.routes.common import (
 from tlroutes.train.engine import Trainer
 from tlroutes.train.seeding import derive_seed
 from tlroutes.train.steps import SupervisedStep
+
+if TYPE_CHECKING:
+    from tlroutes.measure.evidence import Evidence
+    from tlroutes.problem import Problem
 
 ROUTE = Route.DATASET_MERGING
 
@@ -137,3 +141,50 @@ def _pool(splits: list[Split]) -> Split:
 def _mean(per_source: dict[str, dict[str, float]], key: str) -> float:
     return sum(m[key] for m in per_source.values()) / len(per_source)
 
+
+# --------------------------------------------------------------------------------------------------
+# Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
+# --------------------------------------------------------------------------------------------------
+
+EXPLANATION = (
+    "Train on two datasets of the same task and domain at once, as if they were one larger "
+    "dataset."
+)
+"""What the route does, in one or two sentences."""
+EXAMPLE = "ImageNet + scraped images"
+"""A one-line example of a project on this route."""
+SHARING: dict[str, str] = {
+    "stems": "one, shared",
+    "trunk": "shared",
+    "heads": "one, shared",
+    "stages": "one joint stage",
+}
+"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
+
+BALANCE_ABOVE = 2.0
+"""Ratio of the largest to the smallest training set above which the plan samples equally."""
+
+
+def recommend(problems: dict[str, Problem], evidence: Evidence | None,
+              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The plan's recipe advice: balanced or proportional mixing by size; drop duplicates.
+
+    Args:
+        problems: the run's problems by name; their training sizes choose the mixing.
+        evidence: the measurements (unused).
+        warnings: the plan's cautions (left as they are).
+
+    Returns:
+        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
+    """
+    sizes = [len(p.train) for p in problems.values()]
+    balanced = max(sizes) > BALANCE_ABOVE * min(sizes)
+    recipe: dict[str, Any] = {"mixing": "balanced" if balanced else "proportional",
+                              "deduplicate": "drop"}
+    why = {
+        "mixing": f"Training sizes {sizes}: " + (
+            f"more than {BALANCE_ABOVE:g}× apart, so sample the datasets equally." if balanced
+            else f"within {BALANCE_ABOVE:g}×, so sample in proportion."),
+        "deduplicate": "Near-duplicates across datasets leak test samples into training.",
+    }
+    return recipe, why

@@ -18,7 +18,7 @@ Universal Computation Engines"):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -36,6 +36,10 @@ from tlroutes.routes.common import (
     supervised_stage,
 )
 from tlroutes.train.engine import Trainer
+
+if TYPE_CHECKING:
+    from tlroutes.measure.evidence import Evidence
+    from tlroutes.problem import Problem
 
 ROUTE = Route.MODALITY_TRANSFER
 FPT_DEFAULT = ("*norm*", "*pos_embed*")
@@ -139,3 +143,40 @@ def _freeze_for_transfer(model: TransferModel, patterns: list[str]) -> None:
     if patterns:
         unfreeze(model, patterns=[f"trunk.{p}" if not p.startswith("*") else p
                                   for p in patterns])
+
+
+# --------------------------------------------------------------------------------------------------
+# Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
+# --------------------------------------------------------------------------------------------------
+
+EXPLANATION = (
+    "Reuse a pretrained trunk although both domain and task differ: a new stem adapts the new "
+    "input, a new head produces the new output, and the trunk stays mostly frozen."
+)
+"""What the route does, in one or two sentences."""
+EXAMPLE = "photo classifier backbone → detection on x-rays"
+"""A one-line example of a project on this route."""
+SHARING: dict[str, str] = {
+    "stems": "new stem",
+    "trunk": "carried over, mostly frozen",
+    "heads": "new head",
+    "stages": "source → target",
+}
+"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
+
+
+def recommend(problems: dict[str, Problem], evidence: Evidence | None,
+              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The plan's recipe advice: train a random-trunk control beside the transfer.
+
+    Args:
+        problems: the run's problems by name (unused).
+        evidence: the measurements (unused).
+        warnings: the plan's cautions (left as they are).
+
+    Returns:
+        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
+    """
+    return {"control": True}, {"control": (
+        "A randomly initialised trunk trained the same way tells whether the pretrained trunk "
+        "carried anything over.")}

@@ -25,7 +25,7 @@ Recipe:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import Field
@@ -50,6 +50,9 @@ from tlroutes.routes.common import (
     supervised_stage,
 )
 from tlroutes.train.engine import Trainer, evaluate_split
+
+if TYPE_CHECKING:
+    from tlroutes.measure.evidence import Evidence
 
 ROUTE = Route.MULTI_TASK_LEARNING
 GRADIENT_METHODS = ("gradnorm", "pcgrad", "mgda", "cagrad", "nash_mtl")
@@ -304,3 +307,49 @@ def _score(model, joined, split, reference) -> dict[str, float]:
               for n, t in joined.tasks.items() for k, higher in [primary_metric(t)]]
     scores["mean_score"] = sum(signed) / len(signed)
     return scores
+
+
+# --------------------------------------------------------------------------------------------------
+# Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
+# --------------------------------------------------------------------------------------------------
+
+EXPLANATION = (
+    "Learn several tasks on one domain at once: a shared backbone feeds one head per task."
+)
+"""What the route does, in one or two sentences."""
+EXAMPLE = "one camera feed → object detection + lane marking"
+"""A one-line example of a project on this route."""
+SHARING: dict[str, str] = {
+    "stems": "one, shared",
+    "trunk": "shared",
+    "heads": "one per task",
+    "stages": "one joint stage",
+}
+"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
+
+NASH_MTL_UP_TO = 4
+"""Tasks up to which the plan recommends Nash-MTL; above it, MGDA-UB (one backward pass)."""
+
+
+def recommend(problems: dict[str, Problem], evidence: Evidence | None,
+              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The plan's recipe advice: the gradient weighting by the number of tasks.
+
+    Args:
+        problems: the run's problems by name, one per task.
+        evidence: the measurements (unused).
+        warnings: the plan's cautions (left as they are).
+
+    Returns:
+        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
+    """
+    k = len(problems)
+    # Nash-MTL solves a K×K bargaining problem per step, so its cost grows with the task count.
+    few = k <= NASH_MTL_UP_TO
+    recipe: dict[str, Any] = {"weighting": "nash_mtl" if few else "mgda"}
+    why = {"weighting": f"{k} tasks: " + (
+        "Nash-MTL's exact bargaining is affordable." if few
+        else "MGDA-UB's single backward pass keeps the cost down.")}
+    if not few:
+        recipe["weighting_args"] = {"upper_bound": True}
+    return recipe, why

@@ -44,7 +44,7 @@ full result, ``failed`` each failed job's cause, ``backend`` and ``backend_reaso
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -54,6 +54,10 @@ from tlroutes.matrix import Route
 from tlroutes.routes.common import RecipeSpec
 from tlroutes.train.engine import Trainer
 from tlroutes.train.parallel import EMPTY_JOBS, JobSpec, run_jobs, summarise_jobs
+
+if TYPE_CHECKING:
+    from tlroutes.measure.evidence import Evidence
+    from tlroutes.problem import Problem
 
 ROUTE = Route.PARALLEL_TRAINING
 
@@ -121,3 +125,39 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     ignored = [k for k in UNUSED if getattr(spec, k) != getattr(defaults, k)]
     return summarise_jobs(ROUTE.value, ROUTE.title, outcome, baseline, baseline_note=note,
                           **({"ignored": ignored} if ignored else {}))
+
+
+# --------------------------------------------------------------------------------------------------
+# Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
+# --------------------------------------------------------------------------------------------------
+
+EXPLANATION = (
+    "Train unrelated problems at the same time, side by side, with separate models that share "
+    "only the schedule and the infrastructure."
+)
+"""What the route does, in one or two sentences."""
+EXAMPLE = "content moderation and e-mail classification for one client"
+"""A one-line example of a project on this route."""
+SHARING: dict[str, str] = {
+    "stems": "separate",
+    "trunk": "separate",
+    "heads": "separate",
+    "stages": "concurrent, independent",
+}
+"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
+
+
+def recommend(problems: dict[str, Problem], evidence: Evidence | None,
+              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The plan's recipe advice: let the runner measure and pick the fastest backend.
+
+    Args:
+        problems: the run's problems by name (unused).
+        evidence: the measurements (unused).
+        warnings: the plan's cautions (left as they are).
+
+    Returns:
+        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
+    """
+    return {"backend": "auto"}, {
+        "backend": "Measures one step of each job and picks the fastest way to run them."}

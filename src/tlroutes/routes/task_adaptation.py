@@ -18,7 +18,7 @@ Recipe:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -41,6 +41,10 @@ from tlroutes.routes.common import (
 from tlroutes.train.engine import Trainer
 from tlroutes.train.features import cache_features
 from tlroutes.train.steps import HeadStep
+
+if TYPE_CHECKING:
+    from tlroutes.measure.evidence import Evidence
+    from tlroutes.problem import Problem
 
 ROUTE = Route.TASK_ADAPTATION
 
@@ -124,3 +128,39 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
         trainable_parameters_in_probe=count_parameters(model.heads["target"]),
         source=source.name if source else spec.model.trunk, target=target.name,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
+# --------------------------------------------------------------------------------------------------
+
+EXPLANATION = (
+    "Use the pretrained backbone as a feature extractor for a new kind of task in the same "
+    "domain: freeze it, train a new head, then maybe tune both (LP-FT)."
+)
+"""What the route does, in one or two sentences."""
+EXAMPLE = "classifier backbone + a new network for object localisation"
+"""A one-line example of a project on this route."""
+SHARING: dict[str, str] = {
+    "stems": "carried over",
+    "trunk": "carried over, frozen then maybe tuned (LP-FT)",
+    "heads": "new head, new kind",
+    "stages": "source → target",
+}
+"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
+
+
+def recommend(problems: dict[str, Problem], evidence: Evidence | None,
+              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The plan's recipe advice: cache the frozen trunk's features.
+
+    Args:
+        problems: the run's problems by name (unused).
+        evidence: the measurements (unused).
+        warnings: the plan's cautions (left as they are).
+
+    Returns:
+        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
+    """
+    return {"cache_features": True}, {
+        "cache_features": "The trunk is frozen: its features are computed once."}

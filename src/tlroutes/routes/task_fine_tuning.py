@@ -17,7 +17,7 @@ Recipe:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 from torch import Tensor, nn
@@ -41,6 +41,10 @@ from tlroutes.routes.common import (
     supervised_stage,
 )
 from tlroutes.train.engine import Trainer
+
+if TYPE_CHECKING:
+    from tlroutes.measure.evidence import Evidence
+    from tlroutes.problem import Problem
 
 ROUTE = Route.TASK_FINE_TUNING
 
@@ -184,3 +188,47 @@ def _thaw(model: nn.Module, part: str) -> None:
     else:
         unfreeze(model, parts=[part])
 
+
+# --------------------------------------------------------------------------------------------------
+# Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
+# --------------------------------------------------------------------------------------------------
+
+EXPLANATION = (
+    "Pretrain on a broad dataset, then fine-tune the whole network on a narrower dataset of the "
+    "same domain and the same kind of task, with a new head for the new labels."
+)
+"""What the route does, in one or two sentences."""
+EXAMPLE = "ImageNet classifier → dog-breed classifier"
+"""A one-line example of a project on this route."""
+SHARING: dict[str, str] = {
+    "stems": "carried over",
+    "trunk": "carried over, fine-tuned",
+    "heads": "new head, same kind",
+    "stages": "source → target",
+}
+"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
+
+LP_FT_BELOW = 30
+"""Training samples per output below which the plan recommends LP-FT over full fine-tuning."""
+
+
+def recommend(problems: dict[str, Problem], evidence: Evidence | None,
+              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The plan's recipe advice: LP-FT when the target has few samples per output, else full.
+
+    Args:
+        problems: the run's problems by name; the last one is the target.
+        evidence: the measurements (unused: the advice depends on the target's size only).
+        warnings: the plan's cautions (left as they are).
+
+    Returns:
+        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
+    """
+    target = list(problems.values())[-1]
+    per_class = len(target.train) / max(target.task.num_outputs, 1)
+    if per_class < LP_FT_BELOW:
+        return {"schedule": "lp_ft"}, {"schedule": (
+            f"{per_class:.0f} training samples per output: fit the head on frozen features "
+            "first (LP-FT) so the new head does not distort the carried-over features.")}
+    return {"schedule": "full"}, {"schedule": (
+        f"{per_class:.0f} training samples per output: enough to fine-tune everything.")}

@@ -13,7 +13,7 @@ Recipe:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import Field
@@ -37,6 +37,9 @@ from tlroutes.routes.common import (
     supervised_stage,
 )
 from tlroutes.train.engine import Trainer
+
+if TYPE_CHECKING:
+    from tlroutes.measure.evidence import Evidence
 
 ROUTE = Route.WEIGHT_SHARING
 
@@ -174,3 +177,39 @@ def _pooled(problems: dict[str, Problem]) -> Problem | None:
 
 def _mean(per: dict[str, dict[str, float]], key: str) -> float:
     return sum(m[key] for m in per.values()) / len(per)
+
+
+# --------------------------------------------------------------------------------------------------
+# Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
+# --------------------------------------------------------------------------------------------------
+
+EXPLANATION = (
+    "Learn the same task on two domains or modalities at once: one stem per domain maps into a "
+    "shared intermediate representation that one trunk and one head use."
+)
+"""What the route does, in one or two sentences."""
+EXAMPLE = "OCR text + page image → one page classifier"
+"""A one-line example of a project on this route."""
+SHARING: dict[str, str] = {
+    "stems": "one per domain",
+    "trunk": "shared",
+    "heads": "one, shared",
+    "stages": "one joint stage",
+}
+"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
+
+
+def recommend(problems: dict[str, Problem], evidence: Evidence | None,
+              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The plan's recipe advice: per-domain normalisation.
+
+    Args:
+        problems: the run's problems by name (unused).
+        evidence: the measurements (unused).
+        warnings: the plan's cautions (left as they are).
+
+    Returns:
+        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
+    """
+    return {"domain_norm": True}, {
+        "domain_norm": "Per-domain normalisation absorbs the domains' different statistics."}
