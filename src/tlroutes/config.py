@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -23,7 +24,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tlroutes.errors import ConfigError, did_you_mean
-from tlroutes.train.hardware import Hardware
 
 
 class _Spec(BaseModel):
@@ -130,8 +130,35 @@ class TrainSpec(_Spec):
     )
 
 
+@dataclass
+class Hardware:
+    """Where and how a run trains: what :meth:`HardwareSpec.build` gives the training engine.
+
+    Plain values (no Fabric): :func:`tlroutes.train.hardware.make_fabric` launches them.
+
+    Args:
+        accelerator: ``"auto"`` (a GPU when present, else CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+        devices: number of devices (processes) on this machine. Default 1.
+        num_nodes: number of machines. Default 1.
+        precision: ``"32-true"`` (default), ``"bf16-mixed"``, ``"16-mixed"``, ``"64-true"``.
+        threads: CPU threads per process; None (default) divides the machine's cores among the
+            processes on it, so that two processes on two cores do not oversubscribe them.
+    """
+
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "32-true"
+    threads: int | None = None
+
+    @property
+    def distributed(self) -> bool:
+        """True when more than one process takes part."""
+        return self.devices * self.num_nodes > 1
+
+
 class HardwareSpec(_Spec):
-    """Where the run trains (see :class:`tlroutes.train.hardware.Hardware`)."""
+    """Where the run trains (see :class:`Hardware`)."""
 
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = Field(
         "auto", description="'auto' (default: a GPU when present), 'cpu', 'cuda', 'mps'."

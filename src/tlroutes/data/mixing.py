@@ -35,7 +35,7 @@ from torch import Tensor
 
 from tlroutes.errors import ConfigError, DataError, did_you_mean
 from tlroutes.problem import Problem, Split
-from tlroutes.train.seeding import derive_seed
+from tlroutes.seeding import derive_seed
 
 #: The mixing policies :func:`mixing_probabilities` knows, with a one-line description.
 MIXING_POLICIES: dict[str, str] = {

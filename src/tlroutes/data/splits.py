@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from tlroutes.errors import ConfigError
-from tlroutes.train.seeding import derive_seed
+from tlroutes.seeding import derive_seed
 
 
 def seeded_generator(seed: int, purpose: str) -> torch.Generator:

@@ -3,43 +3,22 @@
 Fabric gives one code path for CPU, one or several GPUs, and several processes or machines
 (DDP; gloo on CPU, NCCL on GPU). A run started with ``devices > 1`` re-launches itself once per
 device; a run started by ``torchrun`` or a cluster scheduler is picked up from its environment.
+
+:class:`~tlroutes.config.Hardware` (where and how a run trains) lives in the bottom layer, in
+:mod:`tlroutes.config`, and is re-exported here.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
+from tlroutes.config import Hardware
+
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
-
-
-@dataclass
-class Hardware:
-    """Where and how a run trains.
-
-    Args:
-        accelerator: ``"auto"`` (a GPU when present, else CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
-        devices: number of devices (processes) on this machine. Default 1.
-        num_nodes: number of machines. Default 1.
-        precision: ``"32-true"`` (default), ``"bf16-mixed"``, ``"16-mixed"``, ``"64-true"``.
-        threads: CPU threads per process; None (default) divides the machine's cores among the
-            processes on it, so that two processes on two cores do not oversubscribe them.
-    """
-
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    precision: str = "32-true"
-    threads: int | None = None
-
-    @property
-    def distributed(self) -> bool:
-        """True when more than one process takes part."""
-        return self.devices * self.num_nodes > 1
 
 
 def make_fabric(hw: Hardware) -> Fabric:
