@@ -1,4 +1,5 @@
-"""Shared test helpers: small run files and subprocess runs of the CLI."""
+"""Shared test helpers: small run files, subprocess runs of the CLI, the ``one_thread`` fixture
+and :func:`summary_dict`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,26 @@ import torch
 import yaml
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test on one torch thread, then restore the count.
+
+    Tiny networks run fastest on one thread, steadiest on a busy machine, and with the same float
+    reductions everywhere. A test file opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def summary_dict(result) -> dict:
+    """A run's summary as a plain dict, whether ``run()`` returned a dict or a typed summary."""
+    to_dict = getattr(result, "to_dict", None)
+    return to_dict() if callable(to_dict) else result
 
 
 def small_run(**overrides) -> dict:

@@ -14,13 +14,7 @@ from tlroutes.data.mixing import MixedStream, mixing_probabilities
 from tlroutes.errors import ConfigError, DataError
 from tlroutes.problem import Domain, Problem, Split, Task
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------------- label maps

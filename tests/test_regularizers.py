@@ -21,13 +21,8 @@ TARGET = Task("classification", ("x", "y"), name="target")
 IMG = Domain("img", "image", (1, 8, 8))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is fastest, and far faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These models are tiny: one thread is fastest, and far faster on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed: int = 0):
