@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tlroutes-installed
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: demo test lint setup browser clean
+.PHONY: demo test calibration lint setup browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ browser:
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check src tests benchmarks
+
+# The full 100-trial calibration of the domain verdict (about 80 s); `make test` runs a quick one.
+calibration: $(STAMP)
+	$(BIN)/python -m pytest -q -m calibration tests/test_measure_domain.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

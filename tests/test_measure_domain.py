@@ -268,13 +268,15 @@ def pool(name: str, shift_items: tuple | None) -> tuple[torch.Tensor, torch.Tens
     return x, y, problem
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name,shift", CONDITIONS, ids=[f"{n}-{s or 'iid'}" for n, s in CONDITIONS])
-def test_calibration(name: str, shift: dict | None) -> None:
+def calibration_counts(name: str, shift: dict | None, trials: int) -> tuple[dict, str]:
+    """Verdict counts over ``trials`` seeded trials of one condition, and the verdict wanted.
+
+    Trial ``t`` is seeded ``10_000 + t``, so a shorter run is the first trials of a longer one.
+    """
     x, y, problem = pool(name, None)
     shifted = pool(name, tuple(shift.items())) if shift else None
     counts = {"same": 0, "different": 0, "undecided": 0}
-    for trial in range(TRIALS):
+    for trial in range(trials):
         rng = np.random.default_rng(10_000 + trial)
         order = torch.from_numpy(rng.permutation(len(x)))
         src, rest = order[:PER_SIDE], order[PER_SIDE : 2 * PER_SIDE]
@@ -291,6 +293,42 @@ def test_calibration(name: str, shift: dict | None) -> None:
             target = make_problem(shifted[0][pick], shifted[1][pick], problem.task, problem.domain)
         evidence = compare_domains(source, target, permutations=PERMUTATIONS, seed=trial)
         counts[evidence.verdict] += 1
-    expected = "same" if shift is None else "different"
+    return counts, "same" if shift is None else "different"
+
+
+@pytest.mark.calibration
+@pytest.mark.parametrize("name,shift", CONDITIONS, ids=[f"{n}-{s or 'iid'}" for n, s in CONDITIONS])
+def test_calibration(name: str, shift: dict | None) -> None:
+    """The full calibration: 100 trials per condition, at least 95 right verdicts.
+
+    About 80 s on two cores, so it runs under its own marker: ``make calibration``
+    (``pytest -m calibration``); ``make test`` runs :func:`test_calibration_quick`.
+    """
+    counts, expected = calibration_counts(name, shift, TRIALS)
     print(f"\ncalibration {name} {shift or 'iid'}: {counts} (want {expected} >= 95)")
     assert counts[expected] >= 95, counts
+
+
+#: The quick calibration's trials per condition (the first of the full run's seeded trials).
+QUICK_TRIALS = 24
+#: A calibrated verdict is wrong on at most ALPHA of the trials (the full run's claim: >= 95 of
+#: 100 right).
+ALPHA = 0.05
+#: The most wrong verdicts the quick calibration allows: the smallest k with
+#: P(Binomial(24, 0.05) > k) < 1e-3. scipy gives k = 5, P(> 5) = 9.6e-4 (P(> 4) = 6.0e-3).
+#: A broken verdict fails it: one that always says "different" (or never detects a shift) is
+#: wrong 24 times of 24 on every iid (shifted) condition; one wrong at rate 0.5 exceeds 5 with
+#: probability 0.997, at rate 0.3 with 0.77.
+QUICK_MAX_WRONG = int(stats.binom.isf(1e-3, QUICK_TRIALS, ALPHA))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,shift", CONDITIONS, ids=[f"{n}-{s or 'iid'}" for n, s in CONDITIONS])
+def test_calibration_quick(name: str, shift: dict | None) -> None:
+    """CI's calibration: 24 seeded trials per condition, at most QUICK_MAX_WRONG wrong verdicts
+    (derivation beside the constant); a quarter of the full run's time (about 20 s)."""
+    assert QUICK_MAX_WRONG == 5 and stats.binom.sf(QUICK_MAX_WRONG, QUICK_TRIALS, ALPHA) < 1e-3
+    counts, expected = calibration_counts(name, shift, QUICK_TRIALS)
+    wrong = QUICK_TRIALS - counts[expected]
+    print(f"\nquick calibration {name} {shift or 'iid'}: {counts} (want {expected})")
+    assert wrong <= QUICK_MAX_WRONG, counts
