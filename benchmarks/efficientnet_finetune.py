@@ -59,8 +59,8 @@ import torch
 
 from tlroutes.config import parse_run
 from tlroutes.data import load_builtin
-from tlroutes.routes.common import build
 from tlroutes.runner import run
+from tlroutes.train.from_spec import build
 
 
 def _ms(values: list[float]) -> str:
@@ -124,7 +124,7 @@ def bn_diagnostic(spec, folder: Path, seeds: list[int]) -> dict[int, dict[str, f
     """Per seed: test accuracy of both selected models as saved and after BN re-estimation."""
     from safetensors.torch import load_file
 
-    from tlroutes.routes.common import load
+    from tlroutes.train.from_spec import load
 
     out: dict[int, dict[str, float]] = {}
     for seed in seeds:

@@ -75,8 +75,8 @@ from tlroutes.data import load_builtin
 from tlroutes.measure.transferability import SCORES, rank_trunks
 from tlroutes.model import TransferModel, build_model
 from tlroutes.problem import Problem, Split
-from tlroutes.routes.common import evaluate, supervised_stage
 from tlroutes.train.engine import Trainer
+from tlroutes.train.from_spec import evaluate, supervised_stage
 from tlroutes.train.hardware import Hardware, make_fabric
 
 SPLIT = (0.5, 0.15, 0.35)

@@ -301,7 +301,7 @@ def test_bad_job_name_and_fused_misfit_are_clear(tmp_path):
 
 
 def test_the_example_run_file_holds_three_unrelated_jobs():
-    path = Path(parallel.__file__).parents[1] / "examples" / "parallel_training.yaml"
+    path = Path(parallel.__file__).parents[2] / "examples" / "parallel_training.yaml"
     spec = resolve(load_run_file(path))
     jobs = spec.recipe["jobs"]
     assert len(jobs) == 3
