@@ -217,6 +217,11 @@ class Trainer:
             _apply_frozen(raw, state.get("frozen", []), stage.name)
         optimizer = _make_optimizer(stage, raw)
         module, optimizer = fabric.setup(raw, optimizer)
+        # Setup casts the weights for the "-true" precisions (64-true, bf16-true); the held data
+        # follows, once, so that batches are in the weights' dtype (mixed precision keeps float32).
+        dtype = weights_dtype(raw)
+        for s in stage.streams.values():
+            s.to(fabric.device, dtype)
         scheduler = _make_scheduler(stage, optimizer, steps * stage.epochs)
 
         start, history, best, best_epoch, bad = 0, [], None, -1, 0
@@ -457,7 +462,14 @@ def evaluate_split(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    dtype = weights_dtype(model) if x.is_floating_point() else None
     with torch.no_grad():
-        outs = [forward(x[i : i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
+        outs = [forward(x[i : i + batch_size].to(device=device, dtype=dtype))
+                for i in range(0, len(x), batch_size)]
     model.train(was_training)
     return torch.cat(outs)
+
+
+def weights_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of ``model``'s first floating parameter (None when it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)

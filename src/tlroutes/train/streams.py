@@ -69,9 +69,14 @@ class Stream:
         self._pass = -1
         self._order: Tensor | None = None
 
-    def to(self, device: torch.device | str) -> Stream:
-        """Move the held data to ``device`` once, so that batches are slices on the device."""
-        self.x, self.y = self.x.to(device), self.y.to(device)
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Stream:
+        """Move the held data to ``device`` once, so that batches are slices on the device.
+
+        ``dtype``, when given, is the floating dtype of the model's weights: floating inputs and
+        targets are cast to it once here (a model in float64 or bf16 weights, "64-true" or
+        "bf16-true", then reads its own dtype); integer labels keep theirs. Default None: as held.
+        """
+        self.x, self.y = _moved(self.x, device, dtype), _moved(self.y, device, dtype)
         self._pass, self._order = -1, None
         return self
 
@@ -93,3 +98,9 @@ class Stream:
         if self.world_size > 1:
             index = index[self.rank :: self.world_size]
         return self.x[index], self.y[index]
+
+
+def _moved(t: Tensor, device: torch.device | str, dtype: torch.dtype | None) -> Tensor:
+    if dtype is not None and t.is_floating_point():
+        return t.to(device=device, dtype=dtype)
+    return t.to(device)
