@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from tlroutes.backbones.pretrained import load_pretrained
+from tlroutes.backbones.pretrained.weights import load_pretrained
 from tlroutes.config import DataSpec, ModelSpec, TrainSpec
 from tlroutes.data.load import load_problem
 from tlroutes.model import TransferModel, build_model
