@@ -7,7 +7,8 @@ Recipe:
    **source-only** baseline.
 2. ``adapt``: continue from the source weights on batches from both domains: the source task loss
    (plus the labelled target's, when ``target_labels`` > 0) plus ``trade_off`` × an alignment loss
-   — DANN, Deep CORAL, multi-kernel MMD (DAN), CDAN(+E) or MCC.
+   from the registry :data:`tlroutes.objectives.alignment.ALIGNMENTS` — DANN, Deep CORAL,
+   multi-kernel MMD (DAN), CDAN(+E), MCC, JAN or any loss registered there.
 3. Selection uses no target label by default: the information-maximisation score of the
    target's validation predictions (``selection: im``), or SND, or source validation accuracy.
    ``selection: target_accuracy`` uses target validation labels and is marked so in the summary.
@@ -28,14 +29,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
 from tlroutes.config import RunSpec
-from tlroutes.errors import ConfigError
+from tlroutes.errors import ConfigError, did_you_mean
 from tlroutes.matrix import Route
 from tlroutes.model import TransferModel
-from tlroutes.objectives import alignment as A
+from tlroutes.objectives.alignment import ALIGNMENTS, list_alignments
 from tlroutes.objectives.tasks import primary_metric, task_loss
 from tlroutes.objectives.validators import information_maximization, soft_neighborhood_density
 from tlroutes.problem import Problem, Split, Task
@@ -57,7 +58,8 @@ if TYPE_CHECKING:
     from tlroutes.measure.evidence import Evidence
 
 ROUTE = Route.DOMAIN_ADAPTATION
-METHODS = ("source_only", "dann", "coral", "mmd", "cdan", "mcc")
+SOURCE_ONLY = "source_only"
+"""The recipe's ``method`` that skips the adaptation stage (the source-only model is the result)."""
 FEATURE_SAMPLES = 500
 """Test samples per domain whose trunk features go into ``features.npz`` (a few hundred KB)."""
 
@@ -65,9 +67,15 @@ FEATURE_SAMPLES = 500
 class Recipe(RecipeSpec):
     """Domain Adaptation settings (the run file's ``recipe:`` block)."""
 
-    method: Literal["source_only", "dann", "coral", "mmd", "cdan", "mcc"] = Field(
-        "dann", description="Alignment: 'dann' (default), 'coral', 'mmd' (multi-kernel, DAN), "
-        "'cdan' (CDAN+E), 'mcc', or 'source_only' (no adaptation stage).",
+    method: str = Field(
+        "dann", description="Alignment loss, by its name in the alignment registry: 'dann' "
+        "(default), 'coral', 'mmd' (multi-kernel, DAN), 'cdan' (CDAN+E), 'mcc', 'jan', or any "
+        "registered loss; or 'source_only' (no adaptation stage).",
+    )
+    method_args: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the alignment loss, passed to its "
+        "registered builder (e.g. {temperature: 2.0} for mcc, {linear: true} for mmd). "
+        "Default: none (the method's defaults).",
     )
     trade_off: float = Field(1.0, ge=0, description="Weight of the alignment loss. Default 1.")
     target_labels: float = Field(
@@ -81,14 +89,41 @@ class Recipe(RecipeSpec):
         "validation labels and is marked so.",
     )
 
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        # The registry is the one list of methods, so a new loss file is accepted here as is.
+        names = methods()
+        if value not in names:
+            raise ValueError(
+                f"unknown method '{value}'.{did_you_mean(value, names)} "
+                f"Choose one of: {', '.join(names)}"
+            )
+        return value
+
+    @field_validator("method_args")
+    @classmethod
+    def _method_takes(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        method = info.data.get("method")  # absent when the method itself was invalid
+        if value and method == SOURCE_ONLY:
+            raise ValueError("method 'source_only' has no alignment loss to pass options to")
+        if value and method is not None:
+            ALIGNMENTS.check_options(method, value)
+        return value
+
+
+def methods() -> list[str]:
+    """The accepted ``recipe.method`` names: ``source_only``, then the registered losses."""
+    return [SOURCE_ONLY, *list_alignments()]
+
 
 class AdaptationStep(nn.Module):
     """Source task loss (+ labelled target loss) + ``trade_off`` × alignment loss."""
 
-    def __init__(self, model: TransferModel, task: Task, method: str, align: nn.Module | None,
+    def __init__(self, model: TransferModel, task: Task, align: nn.Module,
                  trade_off: float) -> None:
         super().__init__()
-        self.model, self.task, self.method = model, task, method
+        self.model, self.task = model, task
         self.align, self.trade_off = align, trade_off
 
     def forward(self, batch: dict[str, tuple[Tensor, Tensor]]):
@@ -102,32 +137,12 @@ class AdaptationStep(nn.Module):
         if "target_labeled" in batch:
             xl, yl = batch["target_labeled"]
             loss = loss + task_loss(self.task, self.model(xl, head="task"), yl)
-        transfer = _alignment(self.method, self.align, f_s, f_t, g_s, g_t)
+        # Every registered loss takes the family call; each reads what its method needs.
+        transfer = self.align(f_s, f_t, g_s, g_t)
         logs = {"transfer_loss": transfer}
         if getattr(self.align, "last_accuracy", None) is not None:
             logs["domain_accuracy"] = torch.as_tensor(self.align.last_accuracy)
         return loss + self.trade_off * transfer, logs
-
-
-def _alignment(method: str, align, f_s, f_t, g_s, g_t) -> Tensor:
-    if method in ("dann", "coral", "mmd"):
-        return align(f_s, f_t)
-    if method == "cdan":
-        return align(g_s, f_s, g_t, f_t)
-    return align(g_t)  # mcc
-
-
-def _make_alignment(method: str, features: int, classes: int, max_steps: int) -> nn.Module:
-    if method == "dann":
-        return A.DomainAdversarialLoss(features, max_steps=max_steps)
-    if method == "coral":
-        return A.CorrelationAlignmentLoss()
-    if method == "mmd":
-        return A.MultipleKernelMMD()
-    if method == "cdan":
-        return A.ConditionalDomainAdversarialLoss(features, classes, max_steps=max_steps,
-                                                  randomized=features * classes > 4096)
-    return A.MinimumClassConfusionLoss()
 
 
 def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
@@ -137,9 +152,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     source = load(spec.source, spec.seed, "source")
     target = load(spec.target, spec.seed, "target")
     require_fit(ROUTE, source, target)
-    if source.task.kind != "classification" and recipe.method in ("cdan", "mcc"):
-        raise ConfigError(f"method '{recipe.method}' needs classification tasks; use dann, coral "
-                          "or mmd for other task kinds.")
+    if recipe.method != SOURCE_ONLY:
+        ALIGNMENTS.check_task(recipe.method, source.task.kind)
     if source.task.labels != target.task.labels:
         raise ConfigError(
             f"Domain Adaptation carries one label set across domains, but the source's labels "
@@ -165,9 +179,10 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
             streams["target_labeled"] = stream(labelled, t, spec.seed, "adapt-labeled")
         steps = max(x.steps_per_pass for x in streams.values()) * t.epochs
         trainer.seed_for("alignment")
-        align = _make_alignment(recipe.method, model.trunk.out_dim, target.task.num_outputs,
-                                steps)
-        step = AdaptationStep(model, source.task, recipe.method, align, recipe.trade_off)
+        align = ALIGNMENTS.build(recipe.method, features=model.trunk.out_dim,
+                                 classes=target.task.num_outputs, max_steps=steps,
+                                 **recipe.method_args)
+        step = AdaptationStep(model, source.task, align, recipe.trade_off)
         monitor, mode = _selection(recipe.selection, target.task)
         trainer.fit(stage("adapt", step, streams, lambda: _validate(model, source, target),
                           target.task, t, monitor=monitor, mode=mode))
