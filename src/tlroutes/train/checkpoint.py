@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tlroutes.backbones.pretrained.weights import describe_differences, state_differences
 from tlroutes.errors import CheckpointError
 
 
@@ -93,32 +94,14 @@ def load_weights(module: nn.Module, path: Path) -> None:
 
 def check_compatible(module: nn.Module, saved: dict[str, torch.Tensor], source: Path | str) -> None:
     """Raise :class:`CheckpointError` naming every key that differs between checkpoint and model."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
-    shapes = [
-        f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(saved))
-        if tuple(own[k].shape) != tuple(saved[k].shape)
-    ]
-    if not (missing or unexpected or shapes):
+    differences = state_differences(module.state_dict(), saved, "checkpoint")
+    if not any(differences.values()):
         return
-    parts = []
-    if missing:
-        parts.append(f"missing from the checkpoint: {_few(missing)}")
-    if unexpected:
-        parts.append(f"not in the model: {_few(unexpected)}")
-    if shapes:
-        parts.append(f"shape differs: {_few(shapes)}")
     raise CheckpointError(
-        f"Checkpoint {source} was written for a different model ({'; '.join(parts)}). "
+        f"Checkpoint {source} was written for a different model "
+        f"({describe_differences(differences, 'checkpoint', n=5)}). "
         "Resume with the run file that produced it, or start a new run folder."
     )
-
-
-def _few(items: list[str], n: int = 5) -> str:
-    more = f" (+{len(items) - n} more)" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
 
 
 def save_checkpoint(folder: Path, epoch: int, module: nn.Module, state: dict[str, Any]) -> Path:

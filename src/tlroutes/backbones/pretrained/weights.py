@@ -35,9 +35,35 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
     return dict(obj)
 
 
-def _few(items: list[str], n: int = 6) -> str:
-    more = f" (+{len(items) - n} more)" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
+def state_differences(
+    own: Mapping[str, Tensor], saved: Mapping[str, Tensor], source: str = "file"
+) -> dict[str, list[str]]:
+    """How a saved state dict differs from a module's own: the keys ``missing`` from ``saved``,
+    the ``unexpected`` ones it adds, and the ``mismatched`` shapes (each as ``"key: <source>
+    (shape) vs model (shape)"``), every list sorted and empty when the two fit."""
+    return {
+        "missing": sorted(set(own) - set(saved)),
+        "unexpected": sorted(set(saved) - set(own)),
+        "mismatched": [
+            f"{k}: {source} {tuple(saved[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in sorted(set(own) & set(saved))
+            if tuple(own[k].shape) != tuple(saved[k].shape)
+        ],
+    }
+
+
+def describe_differences(differences: Mapping[str, list[str]], source: str = "file",
+                         n: int = 6) -> str:
+    """What :func:`state_differences` found, in words (the first ``n`` keys of each kind)."""
+
+    def few(items: list[str]) -> str:
+        more = f" (+{len(items) - n} more)" if len(items) > n else ""
+        return ", ".join(items[:n]) + more
+
+    labels = {"missing": f"missing from the {source}", "unexpected": "not in the model",
+              "mismatched": "shape differs"}
+    return "; ".join(f"{label}: {few(differences[key])}"
+                     for key, label in labels.items() if differences[key])
 
 
 def load_pretrained(
@@ -70,30 +96,16 @@ def load_pretrained(
         if not saved:
             raise CheckpointError(f"No key in {path} starts with prefix {prefix!r}.")
     own = trunk.state_dict()
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
-    mismatched = [
-        f"{k}: file {tuple(saved[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(saved))
-        if tuple(own[k].shape) != tuple(saved[k].shape)
-    ]
-    report = {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+    report = state_differences(own, saved)
     usable = {k: v for k, v in saved.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-    if (strict and (missing or unexpected or mismatched)) or not usable:
-        parts = []
-        if missing:
-            parts.append(f"missing from the file: {_few(missing)}")
-        if unexpected:
-            parts.append(f"not in the model: {_few(unexpected)}")
-        if mismatched:
-            parts.append(f"shape differs: {_few(mismatched)}")
+    if (strict and any(report.values())) or not usable:
         hint = (
             " Check that the file was saved from the same architecture; use prefix= to strip a "
             "leading name (e.g. 'trunk.' or 'module.') or strict=False to load what fits."
         )
         raise CheckpointError(
             f"Weights {path} do not fit {type(trunk).__name__} "
-            f"({'; '.join(parts) or 'no tensor matches'}).{hint}"
+            f"({describe_differences(report) or 'no tensor matches'}).{hint}"
         )
     trunk.load_state_dict(usable, strict=False)
     return report
