@@ -1,15 +1,20 @@
-"""The cube: axes → route, names, parsing, tables and the picture."""
+"""The cube: axes → route, names, parsing, the terminal tables and the picture."""
 
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from rich.console import Console
 
+from tests.conftest import cli_env
+from tlroutes.cube_picture import draw_cube
 from tlroutes.errors import ConfigError
-from tlroutes.matrix import Route, cube_table, draw_cube, explain_table, route_for
+from tlroutes.matrix import Route, route_for
+from tlroutes.routes.explain import cube_table, explain_table
 
 # DESIGN.md's table, written out by hand: (task, domain, order) -> title.
 CUBE = [
@@ -28,18 +33,18 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.mark.parametrize(("task", "domain", "order", "title"), CUBE)
 def test_route_for_maps_every_cell(task, domain, order, title):
-    route = route_for(task, domain, order)
+    route = route_for(task=task, domain=domain, order=order)
     assert route.title == title
     assert (route.task, route.domain, route.order) == (task, domain, order)
 
 
 def test_route_for_is_case_insensitive():
-    assert route_for("Different", " SAME ", "Sequential") is Route.TASK_ADAPTATION
+    assert route_for(task="Different", domain=" SAME ", order="Sequential") is Route.TASK_ADAPTATION
 
 
 def test_eight_distinct_routes_with_snake_case_ids():
     assert len(Route) == 8
-    assert {route_for(t, d, o) for t, d, o, _ in CUBE} == set(Route)
+    assert {route_for(task=t, domain=d, order=o) for t, d, o, _ in CUBE} == set(Route)
     assert Route.MULTI_TASK_LEARNING.value == "multi_task_learning"
     assert Route("task_fine_tuning") is Route.TASK_FINE_TUNING
 
@@ -52,18 +57,16 @@ def test_printed_form_is_the_title(route):
     assert f"route: {route}" == f"route: {route.title}"
 
 
-def test_metadata_present():
-    for route in Route:
-        assert route.explanation.strip().endswith(".")
-        assert route.example
-        assert set(route.sharing) == {"stems", "trunk", "heads", "stages"}
-    assert Route.WEIGHT_SHARING.sharing["stems"] == "one per domain"
-    assert Route.MULTI_TASK_LEARNING.sharing["heads"] == "one per task"
-    assert Route.PARALLEL_TRAINING.sharing["stages"] == "concurrent, independent"
-    assert Route.TASK_FINE_TUNING.example == "ImageNet classifier → dog-breed classifier"
-    # sharing is a copy: editing it must not change the route
-    Route.DATASET_MERGING.sharing["trunk"] = "changed"
-    assert Route.DATASET_MERGING.sharing["trunk"] == "shared"
+def test_the_cube_module_holds_no_prose_and_imports_no_route():
+    # The prose is each route module's own (tests/test_route_advice.py); the cube is the bottom
+    # layer, so importing it (and its picture) must not pull in a route.
+    for name in ("explanation", "example", "sharing"):
+        assert not hasattr(Route.TASK_FINE_TUNING, name)
+    code = ("import sys, tlroutes.matrix, tlroutes.cube_picture; "
+            "print(sorted(m for m in sys.modules if m.startswith('tlroutes.routes')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=cli_env(), check=True).stdout
+    assert out.strip() == "[]"
 
 
 @pytest.mark.parametrize(
@@ -115,7 +118,7 @@ def test_parse_rejects_far_off_name_without_bad_suggestion():
 )
 def test_invalid_axis_value(args, axis, suggestion):
     with pytest.raises(ConfigError) as info:
-        route_for(*args)
+        route_for(**dict(zip(("task", "domain", "order"), args, strict=True)))
     message = str(info.value)
     assert axis in message
     assert f"Did you mean '{suggestion}'?" in message

@@ -4,8 +4,9 @@ The cube lives in :mod:`tlroutes.matrix` (imported here, it is light); the rest 
 first use, so that ``import tlroutes`` stays fast.
 """
 
+from tlroutes.cube_picture import draw_cube
 from tlroutes.errors import TLRoutesError
-from tlroutes.matrix import Route, draw_cube, route_for
+from tlroutes.matrix import Route, route_for
 
 __version__ = "0.1.0"
 

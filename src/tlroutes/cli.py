@@ -39,7 +39,8 @@ def routes(
         help="Also list each route with its explanation and an example.")] = False,
 ) -> None:
     """Print the cube of eight routes (task × domain × order)."""
-    from tlroutes.matrix import cube_table, draw_cube, explain_table
+    from tlroutes.cube_picture import draw_cube
+    from tlroutes.routes.explain import cube_table, explain_table
 
     console.print(cube_table(highlight))
     if explain:
@@ -144,9 +145,10 @@ def plan(
     max_samples: Annotated[int, typer.Option(help="Samples per side for the tests.")] = 2000,
 ) -> None:
     """Name the route for a run file from what it declares and what is measured in its data."""
-    from tlroutes.matrix import cube_table, draw_cube
+    from tlroutes.cube_picture import draw_cube
     from tlroutes.measure.display import plan_tables
     from tlroutes.planner import plan as plan_
+    from tlroutes.routes.explain import cube_table
 
     result = plan_(run_file, seed=seed, permutations=permutations, max_samples=max_samples)
     console.print(cube_table(result.route))

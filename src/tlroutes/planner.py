@@ -20,15 +20,22 @@ for the planned route with a reason per setting.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from tlroutes.config import RunSpec, load_run_file
+from tlroutes.config import RunLike, RunSpec, as_run_spec
 from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route, route_for
-from tlroutes.measure.evidence import Evidence, PairEvidence, inspect, run_problems
+from tlroutes.measure.evidence import (
+    Evidence,
+    FeatureFn,
+    PairEvidence,
+    inspect,
+    run_problems,
+)
 from tlroutes.problem import Problem
+from tlroutes.routes.registry import get_route
 
 
 @dataclass
@@ -77,28 +84,45 @@ class Plan:
         }
 
 
-def plan(spec: RunSpec | str | Path, *, seed: int | None = None, **inspect_args: Any) -> Plan:
+def plan(
+    spec: RunLike,
+    *,
+    seed: int | None = None,
+    alpha: float = 0.05,
+    permutations: int = 200,
+    max_samples: int = 2000,
+    candidates: Mapping[str, FeatureFn] | None = None,
+    source_heads: Mapping[str, FeatureFn] | None = None,
+    source_model: FeatureFn | None = None,
+) -> Plan:
     """Place a run file on the cube from its declarations and measurements of its data.
 
     Args:
-        spec: a run file path or :class:`RunSpec`; ``route: auto`` leaves the route to the plan.
+        spec: a :class:`RunSpec`, a run file's path or its content as a dict; ``route: auto``
+            leaves the route to the plan.
         seed: seed of the measurements. Default: the run file's seed.
-        inspect_args: passed to :func:`tlroutes.measure.evidence.inspect` (e.g. ``alpha``,
-            ``permutations``, ``candidates``).
+        alpha: significance level of the domain tests. Default 0.05.
+        permutations: permutations of the MMD test. Default 200.
+        max_samples: samples per side used by the domain tests. Default 2000.
+        candidates, source_heads, source_model: trunks to rank and source heads/model for
+            LEEP and NCE, as for :func:`tlroutes.measure.evidence.inspect`. Default none.
     """
-    if not isinstance(spec, RunSpec):
-        spec = load_run_file(spec)
-    declared = None if spec.route == "auto" else Route.parse(spec.route)
+    spec = as_run_spec(spec)
+    # Through the registry: a plug-in route name places the run on its cell.
+    declared = None if spec.route == "auto" else get_route(spec.route).ROUTE
     order = plan_order(spec, declared)
     notes: list[str] = []
     problems = run_problems(spec, notes)
     warnings: list[str] = list(notes)
     if len(problems) < 2:
         return _without_pair(spec, declared, order, warnings)
-    evidence = inspect(spec, seed=spec.seed if seed is None else seed, **inspect_args)
+    evidence = inspect(spec, seed=spec.seed if seed is None else seed, alpha=alpha,
+                       permutations=permutations, max_samples=max_samples,
+                       candidates=candidates, source_heads=source_heads,
+                       source_model=source_model)
     task = _task_axis(evidence.pairs)
     domain = _domain_axis(evidence.pairs, spec, problems, warnings)
-    route = route_for(task.value, domain.value, order.value)
+    route = route_for(task=task.value, domain=domain.value, order=order.value)
     if declared is not None and declared is not route:
         warnings.insert(0, (
             f"The run file declares {declared.title}, but the measured axes (task {task.value}, "
@@ -160,7 +184,7 @@ def _pair_notes(pairs: list[PairEvidence], route: Route, order: str) -> list[str
         domain = p.domain.verdict if p.domain.verdict in ("same", "different") else None
         if domain is None:
             continue
-        own = route_for(p.task.verdict, domain, order)
+        own = route_for(task=p.task.verdict, domain=domain, order=order)
         # One head for two classification tasks needs shared labels, which disjoint sets lack.
         if own.task == "same" and p.task.label_relation == "disjoint":
             continue
@@ -239,58 +263,18 @@ def _without_pair(spec: RunSpec, declared: Route | None, order: Axis,
 
 def recommend(route: Route, problems: dict[str, Problem], evidence: Evidence | None,
               warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Recommended recipe settings for ``route`` given the problems, with a reason for each."""
-    target = list(problems.values())[-1]
-    recipe: dict[str, Any] = {}
-    why: dict[str, str] = {}
-    if route is Route.TASK_FINE_TUNING:
-        per_class = len(target.train) / max(target.task.num_outputs, 1)
-        if per_class < 30:
-            recipe["schedule"] = "lp_ft"
-            why["schedule"] = (f"{per_class:.0f} training samples per output: fit the head on "
-                               "frozen features first (LP-FT) so the new head does not distort "
-                               "the carried-over features.")
-        else:
-            recipe["schedule"] = "full"
-            why["schedule"] = (f"{per_class:.0f} training samples per output: enough to "
-                               "fine-tune everything.")
-    elif route is Route.DOMAIN_ADAPTATION:
-        recipe.update(method="mcc", selection="im")
-        why["method"] = ("MCC gained most among the alignment methods on built-in shifts "
-                         "(benchmarks/RESULTS.md, domain adaptation).")
-        why["selection"] = "Selects checkpoints without target labels (information maximisation)."
-        shifted = [p for p in (evidence.pairs if evidence else [])
-                   if p.domain.label_shift is not None and p.domain.label_shift.p_value < 0.05]
-        if shifted:
-            warnings.append("The class proportions differ between source and target (χ² test): "
-                            "feature alignment assumes they do not and may hurt; check the "
-                            "source-only baseline.")
-    elif route is Route.TASK_ADAPTATION:
-        recipe.update(cache_features=True)
-        why["cache_features"] = "The trunk is frozen: its features are computed once."
-    elif route is Route.MODALITY_TRANSFER:
-        recipe.update(control=True)
-        why["control"] = ("A randomly initialised trunk trained the same way tells whether the "
-                          "pretrained trunk carried anything over.")
-    elif route is Route.DATASET_MERGING:
-        sizes = [len(p.train) for p in problems.values()]
-        mixing = "balanced" if max(sizes) > 2 * min(sizes) else "proportional"
-        recipe.update(mixing=mixing, deduplicate="drop")
-        why["mixing"] = (f"Training sizes {sizes}: " + ("more than 2× apart, so sample the "
-                         "datasets equally." if mixing == "balanced" else "within 2×, so "
-                         "sample in proportion."))
-        why["deduplicate"] = "Near-duplicates across datasets leak test samples into training."
-    elif route is Route.WEIGHT_SHARING:
-        recipe.update(domain_norm=True)
-        why["domain_norm"] = "Per-domain normalisation absorbs the domains' different statistics."
-    elif route is Route.MULTI_TASK_LEARNING:
-        k = len(problems)
-        recipe["weighting"] = "nash_mtl" if k <= 4 else "mgda"
-        why["weighting"] = (f"{k} tasks: " + ("Nash-MTL's exact bargaining is affordable." if
-                            k <= 4 else "MGDA-UB's single backward pass keeps the cost down."))
-        if k > 4:
-            recipe["weighting_args"] = {"upper_bound": True}
-    elif route is Route.PARALLEL_TRAINING:
-        recipe.update(backend="auto")
-        why["backend"] = "Measures one step of each job and picks the fastest way to run them."
-    return recipe, why
+    """Recommended recipe settings for ``route`` given the problems, with a reason for each.
+
+    The advice is the route's own (its module's ``recommend``, found through the route
+    registry); this function only dispatches, so the planner names no route.
+
+    Args:
+        route: the planned route.
+        problems: the run's problems by name; for sequential routes the last is the target.
+        evidence: the measurements, or ``None`` for a source-less run.
+        warnings: the plan's cautions; a route may append to it.
+
+    Returns:
+        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
+    """
+    return get_route(route).recommend(problems, evidence, warnings)
