@@ -237,13 +237,14 @@ def test_summary_and_table_report_each_job_and_each_failure(tmp_path):
                       "recipe": {"jobs": jobs, "backend": "interleaved"},
                       "hardware": {"accelerator": "cpu", "threads": 1}})
     summary = run(spec, tmp_path / "run", progress=False)
-    assert summary["route_title"] == "Parallel Training"
-    assert summary["primary_metric"] == "mean_accuracy"  # 1 classification job, 1 regression
-    assert summary["metrics"]["mean_accuracy"] == summary["jobs"]["digits"]["metrics"]["accuracy"]
-    assert summary["metrics"]["mean_mse"] == summary["jobs"]["position"]["metrics"]["mse"]
-    assert summary["metrics"]["jobs_failed"] == 1 and "No stem" in summary["failed"]["misfit"]
-    assert summary["baseline"] is None and summary["gain"] is None and summary["baseline_note"]
-    assert summary["ignored"] == ["target"]
+    assert summary.title == "Parallel Training"
+    assert summary.primary_metric == "mean_accuracy"  # 1 classification job, 1 regression
+    jobs = summary.details["jobs"]
+    assert summary.metrics["mean_accuracy"] == jobs["digits"]["metrics"]["accuracy"]
+    assert summary.metrics["mean_mse"] == jobs["position"]["metrics"]["mse"]
+    assert summary.metrics["jobs_failed"] == 1 and "No stem" in summary.details["failed"]["misfit"]
+    assert summary.baseline is None and summary.gain is None and summary.baseline_note
+    assert summary.details["ignored"] == ["target"]
     assert (tmp_path / "run" / "summary.json").is_file()
     console = Console(width=200, record=True)
     console.print(summary_table([summary]))
@@ -258,9 +259,9 @@ def test_sequential_baseline_reports_zero_gain_and_speedup(tmp_path):
                                  "sequential_baseline": True},
                       "hardware": {"accelerator": "cpu", "threads": 1}})
     summary = run(spec, tmp_path / "run", progress=False)
-    assert summary["gain"] == pytest.approx(0, abs=1e-6)
-    assert all(j["gain"] == pytest.approx(0, abs=1e-6) for j in summary["jobs"].values())
-    assert summary["speedup"] > 0 and summary["sequential_wall_time_s"] > 0
+    assert summary.gain == pytest.approx(0, abs=1e-6)
+    assert all(j["gain"] == pytest.approx(0, abs=1e-6) for j in summary.details["jobs"].values())
+    assert summary.details["speedup"] > 0 and summary.details["sequential_wall_time_s"] > 0
 
 
 # ----------------------------------------------------------------------------- auto
@@ -331,7 +332,7 @@ def test_bad_job_name_and_fused_misfit_are_clear(tmp_path):
 
 def test_the_example_run_file_holds_three_unrelated_jobs():
     path = Path(parallel.__file__).parents[2] / "examples" / "parallel_training.yaml"
-    spec = resolve(load_run_file(path))
+    spec = resolve(load_run_file(path)).spec
     jobs = spec.recipe["jobs"]
     assert len(jobs) == 3
     assert len({j["model"]["trunk"] for j in jobs.values()}) == 3

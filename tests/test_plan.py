@@ -161,7 +161,7 @@ def test_run_with_route_auto_plans_then_runs(tmp_path):
         "hardware": {"accelerator": "cpu"},
     })
     summary = run(spec, tmp_path / "auto", progress=False)
-    assert summary["route"] == "task_adaptation"  # same images, a multilabel task
+    assert summary.route == "task_adaptation"  # same images, a multilabel task
     saved = json.loads((tmp_path / "auto" / "plan.json").read_text())
     assert saved["route"] == "task_adaptation"
     assert "route: task_adaptation" in (tmp_path / "auto" / "run.yaml").read_text()

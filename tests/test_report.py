@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from tlroutes.errors import ConfigError
-from tlroutes.report import SUMMARY_COLUMNS, build_index, build_report, summary_rows
+from tlroutes.reporting import SUMMARY_COLUMNS, summary_rows
+from tlroutes.reporting.build import build_index, build_report
 
 IDS = ("cube", "metrics", "curves", "route-details", "run-file", "metrics-table")
 
@@ -104,7 +105,7 @@ def test_seeds_show_mean_and_spread(tmp_path):
 
 
 def _curve_labels(run: Path) -> str:
-    from tlroutes.report.collect import collect
+    from tlroutes.reporting.collect import collect
 
     return " ".join(f"{label} val" for label in collect(run).curves)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.test_report import make_run, summary
-from tlroutes.report import build_index, build_report
+from tlroutes.reporting.build import build_index, build_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -35,8 +37,8 @@ def test_task_fine_tuning_schedules(tmp_path, schedule):
     summary, out = _run(tmp_path, route="task_fine_tuning",
                         target={**DIGITS, "classes": [5, 6, 7, 8, 9]},
                         recipe={"schedule": schedule, "probe_epochs": 1})
-    assert summary["route"] == "task_fine_tuning" and summary["schedule"] == schedule
-    assert 0 <= summary["metrics"]["accuracy"] <= 1 and summary["gain"] is not None
+    assert summary.route == "task_fine_tuning" and summary.details["schedule"] == schedule
+    assert 0 <= summary.metrics["accuracy"] <= 1 and summary.gain is not None
 
 
 def test_lp_ft_probe_changes_only_the_head(tmp_path):
@@ -78,7 +80,7 @@ def test_lora_fine_tuning_keeps_the_trunk(tmp_path):
 
 def test_task_adaptation_keeps_the_frozen_trunk_bit_identical(tmp_path):
     summary, out = _run(tmp_path, route="task_adaptation", target={**DIGITS, "task": "properties"})
-    assert summary["primary_metric"] == "f1" and summary["cached_features"]
+    assert summary.primary_metric == "f1" and summary.details["cached_features"]
     source = load_file(out / "checkpoints" / "source" / "final.safetensors")
     model = load_file(out / "model.safetensors")
     assert _same(_part(source, "model.trunk."), _part(model, "trunk."))
@@ -90,7 +92,7 @@ def test_task_adaptation_without_cache_and_with_finetuning(tmp_path):
                         target={**DIGITS, "task": "position", "canvas": 16, "n": 120},
                         source={**DIGITS, "canvas": 16},
                         recipe={"cache_features": False, "finetune_epochs": 1})
-    assert summary["primary_metric"] == "mse" and not summary["cached_features"]
+    assert summary.primary_metric == "mse" and not summary.details["cached_features"]
     assert (out / "checkpoints" / "finetune" / "done.json").is_file()
 
 
@@ -99,10 +101,10 @@ def test_domain_adaptation_methods(tmp_path, method):
     summary, out = _run(tmp_path, route="domain_adaptation",
                         target={**DIGITS, "shift": {"rotation": 30}},
                         recipe={"method": method})
-    assert summary["baseline_kind"] == "source_only"
-    assert summary["selection_uses_target_labels"] is False
+    assert summary.baseline_kind == "source_only"
+    assert summary.details["selection_uses_target_labels"] is False
     if method == "source_only":
-        assert summary["gain"] == 0
+        assert summary.gain == 0
     else:
         assert "train_transfer_loss" in (out / "metrics.jsonl").read_text()
 
@@ -112,9 +114,9 @@ def test_supervised_domain_adaptation_reports_target_supervised(tmp_path):
                       target={**DIGITS, "shift": {"inversion": 1}},
                       recipe={"method": "coral", "target_labels": 0.5,
                               "selection": "target_accuracy"})
-    assert summary["baseline_kind"] == "target_supervised"
-    assert set(summary["baselines"]) == {"source_only", "target_supervised"}
-    assert summary["selection_uses_target_labels"] is True
+    assert summary.baseline_kind == "target_supervised"
+    assert set(summary.baselines) == {"source_only", "target_supervised"}
+    assert summary.details["selection_uses_target_labels"] is True
 
 
 def test_modality_transfer_trains_only_stem_norms_positions_and_head(tmp_path):
@@ -122,7 +124,7 @@ def test_modality_transfer_trains_only_stem_norms_positions_and_head(tmp_path):
                         target={"dataset": "mnist1d", "task": "properties", "n": 150},
                         model={"trunk": "transformer", "trunk_args": {"dim": 16, "depth": 1,
                                                                       "heads": 2}})
-    assert "control" in summary
+    assert "control" in summary.details
     source = _part(load_file(out / "checkpoints" / "source" / "final.safetensors"),
                    "model.trunk.")
     model = _part(load_file(out / "model.safetensors"), "trunk.")
@@ -151,10 +153,12 @@ def test_unknown_recipe_key_names_the_route_and_suggests(tmp_path):
 def test_seeds_report_mean_and_spread(tmp_path):
     summary, out = _run(tmp_path, route="task_fine_tuning", seeds=2,
                         source_training={"epochs": 1}, target_training={"epochs": 1})
-    assert summary["seeds"] == [1, 2] and len(summary["per_seed"]) == 2
-    accs = [s["metrics"]["accuracy"] for s in summary["per_seed"]]
-    assert summary["metrics"]["accuracy"] == pytest.approx(sum(accs) / 2)
-    assert summary["gain_std"] >= 0
+    assert summary.seeds == [1, 2] and len(summary.per_seed) == 2
+    accs = [s.metrics["accuracy"] for s in summary.per_seed]
+    assert summary.metrics["accuracy"] == pytest.approx(sum(accs) / 2)
+    gains = [s.gain for s in summary.per_seed]
+    assert summary.gain == pytest.approx(statistics.fmean(gains))
+    assert summary.gain_std == pytest.approx(statistics.stdev(gains))
     assert (out / "seed-2" / "summary.json").is_file()
 
 

@@ -31,11 +31,11 @@ def test_dataset_merging_reports_per_source_and_finds_planted_leaks(tmp_path):
     summary, _ = _run(tmp_path, route="dataset_merging", problems={
         "a": {"dataset": "digits", "n": 200, "seed": 1},
         "b": {"dataset": "digits", "n": 200, "seed": 2}}, recipe={"deduplicate": "drop"})
-    assert set(summary["per_source"]) == {"pooled", "a", "b"}
-    assert set(summary["per_source_baseline"]) == {"a", "b"}
-    leaks = summary["leakage"]
-    assert "a.train" in summary["leakage_summary"] and leaks
-    assert sum(summary["mixing"]["probabilities"].values()) == pytest.approx(1.0)
+    assert set(summary.details["per_source"]) == {"pooled", "a", "b"}
+    assert set(summary.details["per_source_baseline"]) == {"a", "b"}
+    leaks = summary.details["leakage"]
+    assert "a.train" in summary.details["leakage_summary"] and leaks
+    assert sum(summary.details["mixing"]["probabilities"].values()) == pytest.approx(1.0)
 
 
 def test_dataset_merging_with_a_label_map(tmp_path):
@@ -48,7 +48,7 @@ def test_dataset_merging_with_a_label_map(tmp_path):
         "a": {"dataset": "digits", "n": 200, "seed": 1},
         "b": {"dataset": "digits", "n": 200, "seed": 3}},
         recipe={"label_map": str(label_map), "mixing": "temperature", "temperature": 2.0})
-    assert summary["primary_metric"] == "accuracy"
+    assert summary.primary_metric == "accuracy"
 
 
 def test_dataset_merging_unmapped_label_is_an_error(tmp_path):
@@ -65,16 +65,16 @@ def test_weight_sharing_across_modalities(tmp_path):
     summary, out = _run(tmp_path, route="weight_sharing", problems={
         "images": {"dataset": "digits", "n": 150},
         "signals": {"dataset": "mnist1d", "n": 200}}, recipe={"domain_norm": True})
-    assert set(summary["per_domain"]) == {"images", "signals"}
-    assert summary["pooled_baseline"] is None  # shapes differ: no pooled model
+    assert set(summary.details["per_domain"]) == {"images", "signals"}
+    assert summary.details["pooled_baseline"] is None  # shapes differ: no pooled model
 
 
 def test_weight_sharing_pooled_baseline_when_shapes_agree(tmp_path):
     summary, _ = _run(tmp_path, route="weight_sharing", problems={
         "upright": {"dataset": "digits", "n": 150},
         "rotated": {"dataset": "digits", "n": 150, "shift": {"rotation": 40}}})
-    assert set(summary["pooled_baseline"]) == {"upright", "rotated"}
-    assert "one model, pooled data" in summary["also"]
+    assert set(summary.details["pooled_baseline"]) == {"upright", "rotated"}
+    assert "one model, pooled data" in summary.also
 
 
 def test_weight_sharing_refuses_different_label_sets(tmp_path):
@@ -90,12 +90,12 @@ def test_multi_task_learning_with_shared_inputs(tmp_path, weighting):
                 for name in ("digit", "properties", "position")}
     summary, out = _run(tmp_path, route="multi_task_learning", problems=problems,
                         recipe={"weighting": weighting})
-    assert set(summary["per_task"]) == set(problems)
-    expected = delta_m(summary["per_task"], summary["per_task_baseline"], {
+    assert set(summary.details["per_task"]) == set(problems)
+    expected = delta_m(summary.details["per_task"], summary.details["per_task_baseline"], {
         "digit": Task("classification", tuple("0123456789")),
         "properties": Task("multilabel", ("even", ">4", "prime", "loop")),
         "position": Task("regression", ("row", "col"))})
-    assert summary["delta_m"] == pytest.approx(expected)
+    assert summary.details["delta_m"] == pytest.approx(expected)
     assert "train_weight_digit" in (out / "metrics.jsonl").read_text()
 
 
@@ -104,9 +104,9 @@ def test_multi_task_learning_with_separate_inputs_masks_missing_labels(tmp_path)
         "digit": {"dataset": "digits", "n": 150, "seed": 1},
         "parity": {"dataset": "digits", "task": "parity", "n": 150, "seed": 2}},
         recipe={"weighting": "nash_mtl"})
-    assert set(summary["per_task"]) == {"digit", "parity"}
+    assert set(summary.details["per_task"]) == {"digit", "parity"}
     # the joint epoch covers both tasks' samples (about twice each one's): more epochs each
-    assert all(e >= 2 * QUICK["epochs"] - 1 for e in summary["baseline_epochs"].values())
+    assert all(e >= 2 * QUICK["epochs"] - 1 for e in summary.details["baseline_epochs"].values())
 
 
 def test_joined_targets_round_trip_and_masks():

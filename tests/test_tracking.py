@@ -99,7 +99,7 @@ def test_mlflow_and_tensorboard_read_back(tmp_path, store):
     artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
     assert {"summary.json", "run.yaml", "metrics.jsonl"} <= artifacts
     saved = client.download_artifacts(found.info.run_id, "summary.json", str(tmp_path))
-    assert json.loads(Path(saved).read_text())["metrics"] == summary["metrics"]
+    assert json.loads(Path(saved).read_text())["metrics"] == summary.metrics
 
     events = _tensorboard(out)
     tags = set(events.Tags()["scalars"])

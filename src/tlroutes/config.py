@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -372,3 +373,26 @@ def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
 def dump_run(spec: RunSpec) -> str:
     """The resolved run file (every default filled in) as YAML text."""
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+RunLike = RunSpec | str | Path | Mapping[str, Any]
+"""What the public functions accept as a run: a :class:`RunSpec`, a run file's path, or the
+run file's content as a mapping."""
+
+
+def as_run_spec(spec: RunLike) -> RunSpec:
+    """``spec`` as a validated :class:`RunSpec` (the one place the public API validates a run).
+
+    Args:
+        spec: a :class:`RunSpec` (returned as it is), the path of a YAML run file, or its
+            content as a mapping.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or the run is invalid (the message
+            names each wrong field).
+    """
+    if isinstance(spec, RunSpec):
+        return spec
+    if isinstance(spec, Mapping):
+        return parse_run(dict(spec))
+    return load_run_file(spec)

@@ -15,13 +15,13 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from tlroutes.config import RunSpec, TrainSpec, load_run_file
 from tlroutes.matrix import Route
-from tlroutes.report import build_index
-from tlroutes.routes import MODULES
+from tlroutes.reporting.build import build_index
+from tlroutes.routes import get_route, list_routes
 from tlroutes.runner import run
+from tlroutes.summary import Summary
 
 DEMO_SEEDS = 3
 """Seeds per example in the full demo (the quick one runs one)."""
@@ -38,8 +38,8 @@ def example_files() -> list[Path]:
 
 
 def runnable_examples() -> list[Path]:
-    """The example files whose route has a recipe in this version."""
-    return [p for p in example_files() if Route.parse(load_run_file(p).route) in MODULES]
+    """The example files whose route is registered."""
+    return [p for p in example_files() if load_run_file(p).route in list_routes()]
 
 
 def quick_spec(spec: RunSpec) -> RunSpec:
@@ -72,7 +72,7 @@ def _quick_epochs(epochs: int) -> int:
 def run_demo(
     out: str | Path, resume: bool = False, progress: bool = True, quick: bool = False,
     seeds: int | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Summary]:
     """Run every runnable example into ``out/<route>``; return their summaries in order.
 
     Args:
@@ -92,7 +92,7 @@ def run_demo(
         if quick:
             spec = quick_spec(spec)
         spec = spec.model_copy(update={"seeds": seeds})
-        title = Route.parse(spec.route).title
+        title = get_route(spec.route).ROUTE.title
         if progress:
             print(f"[{i}/{len(paths)}] {title}: {path.name}", file=sys.stderr, flush=True)
         start = time.perf_counter()

@@ -11,75 +11,103 @@ saved, so that a resumed run is the same run.
 from __future__ import annotations
 
 import json
-import statistics
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tlroutes.config import RunSpec, dump_run, load_run_file
+from tlroutes.config import RunLike, RunSpec, as_run_spec, dump_run
 from tlroutes.errors import ConfigError
-from tlroutes.matrix import Route
-from tlroutes.report import build_report
-from tlroutes.routes import recipe_for
-from tlroutes.routes.common import parse_recipe
+from tlroutes.reporting.build import build_report
+from tlroutes.routes import get_route, route_name
+from tlroutes.routes.common import RecipeSpec, parse_recipe
+from tlroutes.summary import Summary, aggregate
 from tlroutes.train.checkpoint import write_json_atomic
 from tlroutes.train.engine import Trainer
 from tlroutes.train.hardware import make_fabric
 from tlroutes.train.progress import ProgressReporter
 from tlroutes.train.tracking import Scoped, check_extras, open_tracker, run_params
 
+if TYPE_CHECKING:
+    from tlroutes.planner import Plan
 
-def resolve(spec: RunSpec | str | Path, plan_out: list | None = None) -> RunSpec:
+__all__ = ["Resolved", "aggregate", "resolve", "run"]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A run file checked once: the spec to save, the route's module and its typed recipe.
+
+    Attributes:
+        spec: the run with every default filled in, ``route`` the registered name and
+            ``recipe`` the typed recipe's fields (what ``run.yaml`` saves; dumped, not
+            validated again).
+        module: the route's module (see :mod:`tlroutes.routes.registry`).
+        recipe: the route's ``Recipe``, validated.
+        plan: the plan of a ``route: auto`` run, else None.
+    """
+
+    spec: RunSpec
+    module: ModuleType
+    recipe: RecipeSpec
+    plan: Plan | None = None
+
+
+def resolve(spec: RunLike) -> Resolved:
     """Validate a run (file or spec), including its route's ``recipe:`` block, with defaults.
 
     ``route: auto`` is planned here (:func:`tlroutes.planner.plan`): the planned route, with its
-    recommended recipe under the run file's own ``recipe:`` keys. The plan is appended to
-    ``plan_out`` when given. An order that contradicts the constraints is an error.
+    recommended recipe under the run file's own ``recipe:`` keys. An order that contradicts the
+    constraints is an error.
+
+    Raises:
+        ConfigError: the run file, its route or its recipe is invalid.
     """
     from tlroutes.planner import plan, plan_order
 
-    if not isinstance(spec, RunSpec):
-        spec = load_run_file(spec)
+    spec = as_run_spec(spec)
+    planned = None
     if spec.route == "auto":
         planned = plan(spec)
-        if plan_out is not None:
-            plan_out.append(planned)
         spec = spec.model_copy(update={"route": planned.route.value,
                                        "recipe": {**planned.recipe, **spec.recipe}})
-    route = Route.parse(spec.route)
+    name = route_name(spec.route)
+    module = get_route(name)
+    route = module.ROUTE
     plan_order(spec, route)
     if spec.order is not None and spec.order != route.order:
         raise ConfigError(f"The run file says order: {spec.order}, but {route.title} is "
                           f"{route.order}. Drop order:, or choose a {spec.order} route.")
-    module = recipe_for(route)
     recipe = parse_recipe(module.Recipe, spec.recipe, route)
-    return spec.model_copy(update={"route": route.value,
-                                   "recipe": recipe.model_dump(mode="json")})
+    saved = spec.model_copy(update={"route": name, "recipe": recipe.model_dump(mode="json")})
+    return Resolved(saved, module, recipe, planned)
 
 
 def run(
-    spec: RunSpec | str | Path,
+    spec: RunLike,
     out: str | Path,
     *,
     resume: bool = False,
     progress: bool | ProgressReporter = True,
-) -> dict[str, Any]:
+) -> Summary:
     """Train what ``spec`` describes into the run folder ``out``; return the summary.
 
     Args:
-        spec: a :class:`RunSpec` or the path of a run file.
+        spec: a :class:`RunSpec`, the path of a YAML run file, or its content as a dict.
         out: the run folder; created when missing.
         resume: continue a stopped run in ``out``. Default False, which refuses a folder that
             already holds a run (work is never overwritten).
-        progress: show progress. Default True.
+        progress: show progress (or a :class:`ProgressReporter` to report to). Default True.
+
+    Returns:
+        The run's :class:`~tlroutes.summary.Summary` (over all seeds when ``seeds > 1``), also
+        written as ``summary.json`` (:meth:`Summary.to_dict`).
     """
-    planned: list = []
-    spec = resolve(spec, planned)
-    route = Route.parse(spec.route)
-    module = recipe_for(route)
-    recipe = module.Recipe.model_validate(spec.recipe)
+    resolved = resolve(spec)
+    spec, module, recipe = resolved.spec, resolved.module, resolved.recipe
     check_extras(spec.tracking)  # before anything is written: a missing package costs no training
     out = Path(out)
     fabric = make_fabric(spec.hardware.build())
@@ -90,27 +118,29 @@ def run(
     if fabric.global_rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.yaml").write_text(dump_run(spec))
-        if planned:
-            (out / "plan.json").write_text(json.dumps(planned[0].to_dict(), indent=2))
+        if resolved.plan is not None:
+            (out / "plan.json").write_text(json.dumps(resolved.plan.to_dict(), indent=2))
     fabric.barrier()
     tracker = open_tracker(spec.tracking, out, resume=resume, enabled=fabric.global_rank == 0)
     try:
         tracker.start(run_params(spec))
-        summaries = []
+        summaries: list[Summary] = []
         for seed in range(spec.seed, spec.seed + spec.seeds):
             folder = out if spec.seeds == 1 else out / f"seed-{seed}"
             one = spec.model_copy(update={"seed": seed})
             tracked = tracker if spec.seeds == 1 else Scoped(tracker, f"seed-{seed}")
             trainer = Trainer(folder, seed=seed, resume=resume, progress=progress, fabric=fabric,
                               tracker=tracked)
-            summary = module.run(one, recipe, trainer)
-            summary["seed"] = seed
+            # The summary names the route as the run file does (a plug-in shares its cell's
+            # Route with a built-in route, so the module cannot tell which name it ran under).
+            summary = module.run(one, recipe, trainer).model_copy(
+                update={"seed": seed, "route": spec.route})
             if spec.seeds > 1 and fabric.global_rank == 0:
-                write_json_atomic(folder / "summary.json", summary)
+                write_json_atomic(folder / "summary.json", summary.to_dict())
             summaries.append(summary)
         summary = summaries[0] if spec.seeds == 1 else aggregate(summaries)
         if fabric.global_rank == 0:
-            write_json_atomic(out / "summary.json", summary)
+            write_json_atomic(out / "summary.json", summary.to_dict())
             # Before the tracker's finish, which uploads what the folder holds then.
             build_report(out)
     except BaseException as exc:
@@ -131,38 +161,6 @@ def _partial_report(out: Path) -> None:
         build_report(out, tsne=False)
     except Exception as err:
         warnings.warn(f"Could not write the report of the stopped run: {err}", stacklevel=3)
-
-
-def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """One summary over seeds: mean metrics, baseline and gain, with their spread.
-
-    ``metrics``/``baseline``/``gain`` hold means; ``*_std`` the sample standard deviations;
-    ``per_seed`` every seed's own summary. Negative transfer is flagged when the mean gain is
-    below zero; ``negative_transfer_consistent`` when every seed's gain is.
-    """
-    first = summaries[0]
-    out = {k: v for k, v in first.items()
-           if k not in ("metrics", "baseline", "gain", "negative_transfer", "seed")}
-    out["seeds"] = [s["seed"] for s in summaries]
-    for key in ("metrics", "baseline"):
-        if first.get(key) is None:
-            out[key], out[f"{key}_std"] = None, None
-            continue
-        out[key] = {m: statistics.fmean(s[key][m] for s in summaries) for m in first[key]}
-        out[f"{key}_std"] = {m: _std([s[key][m] for s in summaries]) for m in first[key]}
-    if first.get("also"):
-        out["also"] = {k: statistics.fmean(s["also"][k] for s in summaries) for k in first["also"]}
-    gains = [s["gain"] for s in summaries if s.get("gain") is not None]
-    out["gain"] = statistics.fmean(gains) if gains else None
-    out["gain_std"] = _std(gains) if gains else None
-    out["negative_transfer"] = None if not gains else out["gain"] < 0
-    out["negative_transfer_consistent"] = None if not gains else all(g < 0 for g in gains)
-    out["per_seed"] = summaries
-    return out
-
-
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def _check_folder(out: Path, spec: RunSpec, resume: bool) -> str | None:

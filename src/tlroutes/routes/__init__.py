@@ -1,29 +1,28 @@
-"""Route recipes: one short file per route.
+"""Route recipes: one short file per route, found through the route registry.
 
-Each route module defines ``ROUTE``, a ``Recipe`` (its ``recipe:`` block in a run file: a
-:class:`~tlroutes.routes.common.RecipeSpec` with every field documented) and
-``run(spec, recipe, trainer) -> summary``.
+Each route module follows the route protocol (``ROUTE``, ``Recipe``, ``run``, ``report_blocks``,
+``recommend``, ``EXPLANATION``, ``EXAMPLE``, ``SHARING``; see :mod:`tlroutes.routes.registry`).
+The runner, planner and report dispatch through :func:`get_route`; a plug-in route is one module
+plus one :func:`register_route` call.
 """
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
 from tlroutes.matrix import Route
+from tlroutes.routes.registry import (
+    get_route,
+    list_routes,
+    register_route,
+    route_name,
+    unregister_route,
+)
 
-MODULES: dict[Route, str] = {
-    Route.TASK_FINE_TUNING: "tlroutes.routes.task_fine_tuning",
-    Route.DOMAIN_ADAPTATION: "tlroutes.routes.domain_adaptation",
-    Route.TASK_ADAPTATION: "tlroutes.routes.task_adaptation",
-    Route.MODALITY_TRANSFER: "tlroutes.routes.modality_transfer",
-    Route.DATASET_MERGING: "tlroutes.routes.dataset_merging",
-    Route.WEIGHT_SHARING: "tlroutes.routes.weight_sharing",
-    Route.MULTI_TASK_LEARNING: "tlroutes.routes.multi_task_learning",
-    Route.PARALLEL_TRAINING: "tlroutes.routes.parallel_training",
-}
+__all__ = ["get_route", "list_routes", "recipe_for", "register_route", "route_name",
+           "unregister_route"]
 
 
-def recipe_for(route: Route) -> ModuleType:
-    """The module that runs ``route`` (imported on first use)."""
-    return importlib.import_module(MODULES[route])
+def recipe_for(route: Route | str) -> ModuleType:
+    """The module that runs ``route`` (the same as :func:`get_route`, its older name)."""
+    return get_route(route)

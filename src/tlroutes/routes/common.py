@@ -11,6 +11,7 @@ from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route, route_for
 from tlroutes.objectives.tasks import primary_metric
 from tlroutes.problem import Problem, Task
+from tlroutes.summary import Summary
 
 # The run file's blocks made into problems, models, stages and test metrics live in the training
 # layer (so that training code uses them without importing routes); re-exported for the routes.
@@ -86,41 +87,50 @@ def require_same_cell(route: Route, problems: dict[str, Problem]) -> None:
 def summarise(
     route: Route, task: Task | None, metrics: dict[str, float],
     baseline: dict[str, float] | None, *, primary: tuple[str, bool] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """The ``summary.json`` content: route, test metrics, the baseline's, and the gain.
+    baseline_kind: str | None = None, baselines: dict[str, dict[str, float] | None] | None = None,
+    carried_over: str = "", source: str | None = None, target: str | None = None,
+    metric_note: str | None = None, baseline_note: str | None = None, **details: Any,
+) -> Summary:
+    """The run's :class:`~tlroutes.summary.Summary`: test metrics, the baseline's, the gain.
 
     ``gain`` is the primary metric's improvement over the baseline, signed so that positive
     means transfer helped (for a lower-is-better metric it is ``baseline - metric``);
-    ``negative_transfer`` is true when it is below zero. ``primary`` (name, higher is better)
-    overrides the task's primary metric, e.g. ``("delta_m", True)`` for several tasks.
+    ``negative_transfer`` is true when it is below zero.
+
+    Args:
+        route: the route (its id and title name the summary).
+        task: the task whose primary metric the gain is measured on; None with ``primary``.
+        metrics, baseline: test metrics of the transferred model and of the baseline (None
+            when no baseline was trained).
+        primary: (name, higher is better) overriding the task's primary metric, e.g.
+            ``("delta_m", True)`` for several tasks. Default None.
+        baseline_kind, baselines: which of several ``baselines`` (by kind) ``baseline`` is.
+            Default None and {}.
+        carried_over, source, target, metric_note, baseline_note: see :class:`Summary`.
+        details: the route's own facts. A ``control`` metrics dict (random-init control) and
+            ``frozen_trunk_metrics`` also enter ``also``, as do the other ``baselines``.
     """
     name, higher = primary or primary_metric(task)
-    summary: dict[str, Any] = {
-        "route": route.value,
-        "route_title": route.title,
-        "primary_metric": name,
-        "higher_is_better": higher,
-        "metrics": metrics,
-        "baseline": baseline,
-        "gain": None,
-        "negative_transfer": None,
-    }
+    gain = None
     if baseline is not None:
         diff = metrics[name] - baseline[name]
-        summary["gain"] = diff if higher else -diff
-        summary["negative_transfer"] = summary["gain"] < 0
-    summary.update(extra)
+        gain = diff if higher else -diff
+    baselines = dict(baselines or {})
     # Other comparisons a recipe measured (controls, alternative baselines), by primary metric.
-    summary["also"] = {
-        key: value[name] for key, value in extra.get("baselines", {}).items()
-        if value is not None and value is not baseline
-    }
-    if isinstance(extra.get("control"), dict):
-        summary["also"]["random-init control"] = extra["control"][name]
-    if "frozen_trunk_metrics" in extra and extra["frozen_trunk_metrics"] is not metrics:
-        summary["also"]["frozen trunk"] = extra["frozen_trunk_metrics"][name]
-    return summary
+    also = {key: value[name] for key, value in baselines.items()
+            if value is not None and key != baseline_kind}
+    if isinstance(details.get("control"), dict):
+        also["random-init control"] = details["control"][name]
+    frozen = details.get("frozen_trunk_metrics")
+    if isinstance(frozen, dict) and frozen is not metrics:
+        also["frozen trunk"] = frozen[name]
+    return Summary(
+        route=route.value, title=route.title, primary_metric=name, higher_is_better=higher,
+        metrics=metrics, baseline=baseline, baseline_kind=baseline_kind, baselines=baselines,
+        gain=gain, negative_transfer=None if gain is None else gain < 0, also=also,
+        carried_over=carried_over, source=source, target=target, metric_note=metric_note,
+        baseline_note=baseline_note, details=details,
+    )
 
 
 def target_budget_note(spec: RunSpec) -> str:

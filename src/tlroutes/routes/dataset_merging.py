@@ -28,6 +28,10 @@ from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route
 from tlroutes.objectives.tasks import primary_metric
 from tlroutes.problem import Split
+from tlroutes.reporting.collect import RunData
+from tlroutes.reporting.details import details_blocks
+from tlroutes.reporting.document import Block, Cell, Code, Notice, Table, Text
+from tlroutes.reporting.tables import NEGATIVE, fmt_values, seed_values
 from tlroutes.routes.common import (
     RecipeSpec,
     build,
@@ -38,6 +42,7 @@ from tlroutes.routes.common import (
     summarise,
     supervised_stage,
 )
+from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
 from tlroutes.train.seeding import derive_seed
 from tlroutes.train.steps import SupervisedStep
@@ -77,7 +82,7 @@ class Recipe(RecipeSpec):
     )
 
 
-def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
     if len(spec.problems) < 2:
         raise ConfigError("Dataset Merging needs at least two datasets under `problems:`, e.g. "
@@ -128,9 +133,10 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
                         mixing={"policy": recipe.mixing,
                                 "probabilities": dict(zip(problems, list(mixed.probabilities),
                                                           strict=True))},
-                        leakage=report.to_dict(), leakage_summary=report.summary())
-    summary["metric_note"] = (f"metrics and baseline: the mean over sources of each source's "
-                              f"test {key}; per_source holds each source and the pooled test set")
+                        leakage=report.to_dict(), leakage_summary=report.summary(),
+                        metric_note=(f"metrics and baseline: the mean over sources of each "
+                                     f"source's test {key}; per_source holds each source and "
+                                     "the pooled test set"))
     return summary
 
 
@@ -188,3 +194,84 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
         "deduplicate": "Near-duplicates across datasets leak test samples into training.",
     }
     return recipe, why
+
+
+# --------------------------------------------------------------------------------------------------
+# Report (the report's route section; see tlroutes.routes.registry for the protocol)
+# --------------------------------------------------------------------------------------------------
+
+
+def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
+    """The report's route section: each source merged against alone, and the leakage report.
+
+    Args:
+        run: what the run folder holds.
+        tsne: unused (this route draws no feature maps). Default True.
+    """
+    s = run.summary
+    if s is None:
+        return details_blocks(run)
+    key = s.primary_metric
+    base = s.details.get("per_source_baseline") or {}
+    mixing = s.details.get("mixing") or {}
+    probs = mixing.get("probabilities") or {}
+    rows = []
+    for source in s.details.get("per_source") or {}:
+        mine = seed_values(s, "per_source", source, key)
+        alone = seed_values(s, "per_source_baseline", source, key)
+        gain, style = "-", ""
+        if mine and alone:
+            signed = [(a - b) * (1 if s.higher_is_better else -1)
+                      for a, b in zip(mine, alone, strict=False)]
+            gain = fmt_values(signed, sign=True)
+            style = "bad" if sum(signed) < 0 else "good"
+            if sum(signed) < 0:
+                gain += f" ({NEGATIVE})"
+        share = f"{probs[source]:.0%}" if source in probs else ""
+        rows.append([source, share, Cell(fmt_values(mine), "strong"),
+                     fmt_values(alone) if base else "-", Cell(gain, style)])
+    blocks: list[Block] = [Table(
+        ["source", "share of batches", f"merged {key}", f"alone {key}", "gain"], rows,
+        id="per-source", caption=f"Test {key} per source (mixing: {mixing.get('policy', '?')}); "
+        "'alone' is a model trained on that source only with the same budget.")]
+    blocks += _leakage_blocks(s.details.get("leakage") or {}, run)
+    if s.details.get("leakage_summary"):
+        blocks.append(Code(s.details["leakage_summary"], "the leakage report as text"))
+    return blocks + details_blocks(run, shown={"per_source", "per_source_baseline", "mixing",
+                                               "leakage", "leakage_summary"})
+
+
+def _leakage_blocks(leak: dict[str, Any], run: RunData) -> list[Block]:
+    if not leak:
+        return [Notice("No leakage report in the summary.", "info")]
+    rows = []
+    for scope in ("cross", "within"):
+        for check in leak.get(scope) or []:
+            pair = f"{check.get('train')}.train vs {check.get('other')}.{check.get('split')}"
+            if check.get("skipped"):
+                rows.append([scope, pair, "-", "-", "-", Cell(f"skipped: {check['skipped']}",
+                                                              "muted")])
+                continue
+            n = check.get("n_train_samples", 0)
+            rows.append([scope, pair, str(check.get("n_exact", 0)), str(check.get("n_near", 0)),
+                         str(n), Cell("leaks" if n else "clean", "bad" if n else "good")])
+    action = (run.spec.get("recipe") or {}).get("deduplicate") or "report"
+    done = ("the leaking training samples were **removed** before training (deduplicate: drop)"
+            if action == "drop" else "duplicates were **reported only**; nothing was removed "
+            "(deduplicate: report; set deduplicate: drop to remove leaking training samples)")
+    threshold = leak.get("threshold")
+    near = f"near: cosine of standardised inputs ≥ {threshold}" if threshold else "exact only"
+    fate = "removed before training" if action == "drop" else "kept (reported only)"
+    per_dataset = [[name, str(n.get("cross", 0)), str(n.get("within", 0)),
+                    Cell(fate if n.get("all") else "-", "bad" if n.get("all") else "")]
+                   for name, n in (leak.get("leaking_train") or {}).items()]
+    return [
+        Table(["scope", "train vs", "exact pairs", "near pairs", "train samples leaking",
+               "verdict"], rows, id="leakage",
+              caption=f"Leakage report ({near}; exact: equal to {leak.get('decimals')} "
+              "decimals). 'cross': a dataset's train split against another's val/test."),
+        Table(["dataset", "train samples in other datasets' val/test",
+               "train samples in its own val/test", "those samples"], per_dataset,
+              id="leaking-train"),
+        Text(f"What was done: {done}."),
+    ]

@@ -24,6 +24,7 @@ the run report draws them as 2-D maps.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,6 +41,9 @@ from tlroutes.objectives.alignment import ALIGNMENTS, list_alignments
 from tlroutes.objectives.tasks import primary_metric, task_loss
 from tlroutes.objectives.validators import information_maximization, soft_neighborhood_density
 from tlroutes.problem import Problem, Split, Task
+from tlroutes.reporting.collect import RunData
+from tlroutes.reporting.details import details_blocks
+from tlroutes.reporting.document import Block, Image, Notice, Text
 from tlroutes.routes.common import (
     RecipeSpec,
     build,
@@ -51,6 +55,7 @@ from tlroutes.routes.common import (
     summarise,
     supervised_stage,
 )
+from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer, evaluate_split
 from tlroutes.train.seeding import derive_seed
 
@@ -145,7 +150,7 @@ class AdaptationStep(nn.Module):
         return loss + self.trade_off * transfer, logs
 
 
-def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
     if spec.source is None:
         raise ConfigError("Domain Adaptation needs a labelled `source` problem to adapt from.")
@@ -336,3 +341,56 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
                         "feature alignment assumes they do not and may hurt; check the "
                         "source-only baseline.")
     return recipe, why
+
+
+# --------------------------------------------------------------------------------------------------
+# Report (the report's route section; see tlroutes.routes.registry for the protocol)
+# --------------------------------------------------------------------------------------------------
+
+
+REPORT_FILES: dict[str, str] = {
+    "features.npz": "the feature maps need the trunk features a finished Domain Adaptation run "
+    "saves (tlroutes versions before the report was added did not save them)",
+}
+"""Files of a finished run (in the first seed's folder) that the report reads, and why."""
+
+
+def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
+    """The report's route section: method and selection, and maps of the trunk features.
+
+    Args:
+        run: what the run folder holds.
+        tsne: draw t-SNE maps besides PCA. Default True (a few seconds per map on one core).
+    """
+    s = run.summary
+    blocks: list[Block] = []
+    if s is not None:
+        d = s.details
+        uses = (" (uses target validation labels)" if d.get("selection_uses_target_labels")
+                else " (label-free on the target)")
+        share = d.get("target_labels") or 0
+        labels = f"{share:.0%} of the target's training labels" if share else "no target labels"
+        blocks.append(Text(f"Method **{d.get('method', '?')}**, checkpoint selection "
+                           f"**{d.get('selection', '?')}**{uses}, trained with {labels}."))
+    features = run.files.get("features.npz")
+    if features is None:
+        blocks.append(Notice("No feature maps: features.npz is missing from the run folder "
+                             "(a finished Domain Adaptation run saves it)."))
+    else:
+        from tlroutes.reporting import plots  # matplotlib and scikit-learn: only when drawn
+
+        start = time.perf_counter()
+        png, facts = plots.feature_maps_png(features, tsne=tsne)
+        seconds = time.perf_counter() - start
+        counts = ", ".join(f"{k} from {n}" for n, k in facts["samples"].items())
+        blocks.append(Text(
+            "Trunk features of test samples (" + counts + "), coloured by domain, before "
+            "adaptation (the source-only model) and after. Aligned domains overlap; separate "
+            "clouds mean the trunk still tells the domains apart. Axes have no units (PCA: the "
+            "two main directions of variation; t-SNE: neighbourhoods). Drawn in "
+            f"{seconds:.1f} s."))
+        blocks.append(Image("feature-maps.png", png, "PCA and t-SNE maps of source and target "
+                            "features before and after adaptation", id="feature-maps",
+                            width=460 * len(facts["states"])))
+    return blocks + details_blocks(run, shown={"method", "selection", "target_labels",
+                                               "selection_uses_target_labels"})

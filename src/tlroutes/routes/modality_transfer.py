@@ -26,6 +26,9 @@ from tlroutes.backbones import create_head, create_stem
 from tlroutes.config import RunSpec
 from tlroutes.matrix import Route
 from tlroutes.model import TransferModel, count_parameters, freeze, unfreeze
+from tlroutes.reporting.collect import RunData
+from tlroutes.reporting.details import details_blocks
+from tlroutes.reporting.document import Block
 from tlroutes.routes.common import (
     RecipeSpec,
     build,
@@ -35,6 +38,7 @@ from tlroutes.routes.common import (
     summarise,
     supervised_stage,
 )
+from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
 
 if TYPE_CHECKING:
@@ -61,7 +65,7 @@ class Recipe(RecipeSpec):
                           "Default true.")
 
 
-def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
     target = load(spec.target, spec.seed, "target")
     source = load(spec.source, spec.seed, "source") if spec.source is not None else None
@@ -180,3 +184,19 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
     return {"control": True}, {"control": (
         "A randomly initialised trunk trained the same way tells whether the pretrained trunk "
         "carried anything over.")}
+
+
+# --------------------------------------------------------------------------------------------------
+# Report (the report's route section; see tlroutes.routes.registry for the protocol)
+# --------------------------------------------------------------------------------------------------
+
+
+def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
+    """The report's route section: the run's settings and extra measurements
+    (trainable patterns, the random-init control).
+
+    Args:
+        run: what the run folder holds.
+        tsne: unused (this route draws no feature maps). Default True.
+    """
+    return details_blocks(run)

@@ -51,7 +51,12 @@ from pydantic import Field
 from tlroutes.config import RunSpec
 from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route
+from tlroutes.reporting.collect import RunData
+from tlroutes.reporting.details import details_blocks
+from tlroutes.reporting.document import Block, Cell, Table, Text
+from tlroutes.reporting.tables import fmt
 from tlroutes.routes.common import RecipeSpec
+from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
 from tlroutes.train.parallel import EMPTY_JOBS, JobSpec, run_jobs, summarise_jobs
 
@@ -97,8 +102,9 @@ class Recipe(RecipeSpec):
     )
 
 
-def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
-    """Run the recipe; returns the summary (see :func:`tlroutes.train.parallel.summarise_jobs`)."""
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
+    """Run the recipe; returns the summary (see :func:`tlroutes.train.parallel.summarise_jobs`,
+    whose JSON form is read into a :class:`Summary`: the jobs and the backend are details)."""
     if not recipe.jobs:
         raise ConfigError(EMPTY_JOBS)
     if trainer.fabric.world_size > 1:
@@ -123,8 +129,9 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
             "recipe.sequential_baseline: true to measure it and the wall-time speedup")
     defaults = RunSpec(route=spec.route)
     ignored = [k for k in UNUSED if getattr(spec, k) != getattr(defaults, k)]
-    return summarise_jobs(ROUTE.value, ROUTE.title, outcome, baseline, baseline_note=note,
-                          **({"ignored": ignored} if ignored else {}))
+    return Summary.from_dict(summarise_jobs(ROUTE.value, ROUTE.title, outcome, baseline,
+                                            baseline_note=note,
+                                            **({"ignored": ignored} if ignored else {})))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,3 +168,54 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
     """
     return {"backend": "auto"}, {
         "backend": "Measures one step of each job and picks the fastest way to run them."}
+
+
+# --------------------------------------------------------------------------------------------------
+# Report (the report's route section; see tlroutes.routes.registry for the protocol)
+# --------------------------------------------------------------------------------------------------
+
+
+def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
+    """The report's route section: every job's result or cause, and the backend chosen.
+
+    Args:
+        run: what the run folder holds.
+        tsne: unused (this route draws no feature maps). Default True.
+    """
+    s = run.summary
+    if s is None:
+        return details_blocks(run)
+    d = s.details
+    jobs = d.get("jobs") or {}
+    compared = any("baseline_metrics" in job for job in jobs.values())
+    rows = []
+    for name, job in jobs.items():
+        ok = job.get("status") == "ok"
+        metric = job.get("primary_metric")
+        value = (job.get("metrics") or {}).get(metric) if ok else None
+        result = f"{metric} {fmt(value)}" if ok else (job.get("error") or "failed")
+        row: list[str | Cell] = [
+            Cell(name, "strong"), Cell(job.get("status", "?"), "good" if ok else "bad"),
+            Cell(result, "" if ok else "bad"),
+            f"{job['time_s']:.1f} s" if job.get("time_s") is not None else "-",
+            d.get("backend", "?"), job.get("task") or "-", job.get("trunk") or "-",
+            fmt(job.get("parameters"))]
+        if compared:
+            base = (job.get("baseline_metrics") or {}).get(metric)
+            row += [fmt(base), fmt(job.get("gain"))]
+        rows.append(row)
+    columns = ["job", "status", "test metric / cause", "time", "backend", "task", "trunk",
+               "parameters"] + (["one after another", "gain"] if compared else [])
+    blocks: list[Block] = [Table(columns, rows, id="jobs",
+                                 caption="Every job: its own data and model, nothing shared.")]
+    backend = f"Backend **{d.get('backend', '?')}**"
+    if d.get("backend_reason"):
+        backend += f", because {d['backend_reason']}"
+    blocks.append(Text(backend + "."))
+    if d.get("wall_time_s") is not None:
+        speedup = (f"; {d['speedup']:.2f}× faster than one after another"
+                   if isinstance(d.get("speedup"), int | float) else "")
+        blocks.append(Text(f"Wall time of all jobs together: {d['wall_time_s']:.1f} s"
+                           f"{speedup}."))
+    return blocks + details_blocks(run, shown={"jobs", "failed", "backend", "backend_reason",
+                                               "wall_time_s", "speedup"})

@@ -27,6 +27,9 @@ from tlroutes.config import RunSpec
 from tlroutes.matrix import Route
 from tlroutes.model import count_parameters, freeze, unfreeze
 from tlroutes.objectives.tasks import task_metrics
+from tlroutes.reporting.collect import RunData
+from tlroutes.reporting.details import details_blocks
+from tlroutes.reporting.document import Block
 from tlroutes.routes.common import (
     RecipeSpec,
     build,
@@ -38,6 +41,7 @@ from tlroutes.routes.common import (
     summarise,
     supervised_stage,
 )
+from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
 from tlroutes.train.features import cache_features
 from tlroutes.train.steps import HeadStep
@@ -68,7 +72,7 @@ class Recipe(RecipeSpec):
                                "Default 1e-4.")
 
 
-def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
     target = load(spec.target, spec.seed, "target")
     source = load(spec.source, spec.seed, "source") if spec.source is not None else None
@@ -164,3 +168,19 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
     """
     return {"cache_features": True}, {
         "cache_features": "The trunk is frozen: its features are computed once."}
+
+
+# --------------------------------------------------------------------------------------------------
+# Report (the report's route section; see tlroutes.routes.registry for the protocol)
+# --------------------------------------------------------------------------------------------------
+
+
+def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
+    """The report's route section: the run's settings and extra measurements
+    (the frozen trunk's metrics, the probe's size).
+
+    Args:
+        run: what the run folder holds.
+        tsne: unused (this route draws no feature maps). Default True.
+    """
+    return details_blocks(run)

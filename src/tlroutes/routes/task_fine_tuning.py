@@ -29,6 +29,9 @@ from tlroutes.model import TransferModel, freeze, param_groups, unfreeze
 from tlroutes.objectives.regularizers import L2SP, BatchSpectralShrinkage
 from tlroutes.objectives.tasks import task_loss
 from tlroutes.problem import Task
+from tlroutes.reporting.collect import RunData
+from tlroutes.reporting.details import details_blocks
+from tlroutes.reporting.document import Block
 from tlroutes.routes.common import (
     RecipeSpec,
     build,
@@ -40,6 +43,7 @@ from tlroutes.routes.common import (
     summarise,
     supervised_stage,
 )
+from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
 
 if TYPE_CHECKING:
@@ -108,7 +112,7 @@ class FineTuneStep(nn.Module):
         return loss + penalty, {"penalty": penalty}
 
 
-def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
     target = load(spec.target, spec.seed, "target")
     source = load(spec.source, spec.seed, "source") if spec.source is not None else None
@@ -232,3 +236,19 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
             "first (LP-FT) so the new head does not distort the carried-over features.")}
     return {"schedule": "full"}, {"schedule": (
         f"{per_class:.0f} training samples per output: enough to fine-tune everything.")}
+
+
+# --------------------------------------------------------------------------------------------------
+# Report (the report's route section; see tlroutes.routes.registry for the protocol)
+# --------------------------------------------------------------------------------------------------
+
+
+def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
+    """The report's route section: the run's settings and extra measurements
+    (schedule, regulariser).
+
+    Args:
+        run: what the run folder holds.
+        tsne: unused (this route draws no feature maps). Default True.
+    """
+    return details_blocks(run)

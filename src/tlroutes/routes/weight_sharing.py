@@ -25,6 +25,9 @@ from tlroutes.matrix import Route
 from tlroutes.model import TransferModel, build_model
 from tlroutes.objectives.tasks import primary_metric, task_loss
 from tlroutes.problem import Problem, Split, Task
+from tlroutes.reporting.collect import RunData
+from tlroutes.reporting.details import details_blocks
+from tlroutes.reporting.document import Block
 from tlroutes.routes.common import (
     RecipeSpec,
     build,
@@ -36,6 +39,7 @@ from tlroutes.routes.common import (
     summarise,
     supervised_stage,
 )
+from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
 
 if TYPE_CHECKING:
@@ -72,7 +76,7 @@ class SharedStep(nn.Module):
         return total, {f"loss_{d}": v for d, v in losses.items()}
 
 
-def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
     if len(spec.problems) < 2:
         raise ConfigError("Weight Sharing needs at least two domains under `problems:`, e.g. "
@@ -118,11 +122,11 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
         carried_over="trunk and head shared; one stem per domain",
         per_domain=per_domain, per_domain_baseline=baseline,
         pooled_baseline=also.get("pooled"), domain_norm=recipe.domain_norm,
+        metric_note=(f"metrics and baseline: the mean over domains of each domain's test {key}; "
+                     "per_domain holds each domain"),
     )
     if "pooled" in also:
-        summary["also"]["one model, pooled data"] = _mean(also["pooled"], key)
-    summary["metric_note"] = (f"metrics and baseline: the mean over domains of each domain's test "
-                              f"{key}; per_domain holds each domain")
+        summary.also["one model, pooled data"] = _mean(also["pooled"], key)
     return summary
 
 
@@ -213,3 +217,19 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
     """
     return {"domain_norm": True}, {
         "domain_norm": "Per-domain normalisation absorbs the domains' different statistics."}
+
+
+# --------------------------------------------------------------------------------------------------
+# Report (the report's route section; see tlroutes.routes.registry for the protocol)
+# --------------------------------------------------------------------------------------------------
+
+
+def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
+    """The report's route section: the run's settings and extra measurements
+    (per-domain metrics and baselines).
+
+    Args:
+        run: what the run folder holds.
+        tsne: unused (this route draws no feature maps). Default True.
+    """
+    return details_blocks(run)

@@ -6,7 +6,10 @@ Numbers are formatted here once, so that every view of a run shows the same text
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from typing import Any
+
+from tlroutes.summary import Summary
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "route", "carried over / shared", "metric", "transfer", "baseline", "gain", "also measured",
@@ -53,62 +56,65 @@ def higher_is_better(metric: str) -> bool:
     return not metric.lower().endswith(_LOWER_IS_BETTER)
 
 
-def gain_text(summary: dict[str, Any]) -> str:
+def gain_text(summary: Summary) -> str:
     """The transfer gain as text: signed, ``± std`` over seeds, and ``(negative transfer)``."""
-    gain = summary.get("gain")
-    if gain is None:
+    if summary.gain is None:
         return "-"
-    text = fmt_spread(gain, summary.get("gain_std"), sign=True)
-    if summary.get("negative_transfer"):
+    text = fmt_spread(summary.gain, summary.gain_std, sign=True)
+    if summary.negative_transfer:
         text += f" ({NEGATIVE})"
     return text
 
 
-def also_text(summary: dict[str, Any]) -> str:
+def also_text(summary: Summary) -> str:
     """Other comparisons the run measured (controls, other baselines), as ``name value; …``."""
-    also = summary.get("also") or {}
-    return "; ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in also.items())
+    return "; ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in summary.also.items())
 
 
-def summary_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def as_summary(summary: Summary | Mapping[str, Any]) -> Summary:
+    """``summary`` as a :class:`Summary` (a dict is read as ``summary.json`` would be)."""
+    return summary if isinstance(summary, Summary) else Summary.from_dict(dict(summary))
+
+
+def summary_rows(summaries: list[Summary] | list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per run summary: the :data:`SUMMARY_COLUMNS` as text, plus two extra keys.
 
     The extra keys are ``route_id`` (e.g. ``"domain_adaptation"``, for links) and
     ``negative_transfer`` (bool, for colouring). ``transfer`` and ``baseline`` carry
-    ``± std`` when the summary spans several seeds.
+    ``± std`` when the summary spans several seeds. A summary may be given as its JSON dict.
     """
     rows = []
-    for s in summaries:
-        name = s["primary_metric"]
-        metrics = s.get("metrics") or {}
-        base = s.get("baseline") or {}
-        metrics_std = s.get("metrics_std") or {}
-        base_std = s.get("baseline_std") or {}
+    for one in summaries:
+        s = as_summary(one)
+        name = s.primary_metric
+        base = s.baseline or {}
+        metrics_std = s.metrics_std or {}
+        base_std = s.baseline_std or {}
         rows.append({
-            "route": s["route_title"],
-            "carried over / shared": s.get("carried_over", ""),
+            "route": s.title,
+            "carried over / shared": s.carried_over,
             "metric": name,
-            "transfer": fmt_spread(metrics.get(name), metrics_std.get(name)),
+            "transfer": fmt_spread(s.metrics.get(name), metrics_std.get(name)),
             "baseline": fmt_spread(base[name], base_std.get(name)) if name in base else "-",
             "gain": gain_text(s),
             "also measured": also_text(s),
-            "route_id": s["route"],
-            "negative_transfer": bool(s.get("negative_transfer")),
+            "route_id": s.route,
+            "negative_transfer": bool(s.negative_transfer),
         })
     return rows
 
 
-def seed_values(summary: dict[str, Any], *path: str) -> list[float]:
-    """The number at ``path`` (keys into nested dicts) in every seed's summary.
+def seed_values(summary: Summary, *path: str) -> list[float]:
+    """The number at ``path`` (a field or detail, then keys into nested dicts) in every seed.
 
-    A summary over several seeds keeps route blocks (per-task, per-source, jobs …) of its first
-    seed only; its ``per_seed`` list has them all, so spreads are computed from there. A
+    A summary over several seeds keeps route details (per-task, per-source, jobs …) of its
+    first seed only; its ``per_seed`` list has them all, so spreads are computed from there. A
     single-seed summary gives one value; a missing or non-numeric entry gives none.
     """
     out = []
-    for one in summary.get("per_seed") or [summary]:
-        value: Any = one
-        for key in path:
+    for one in summary.per_seed or [summary]:
+        value: Any = one.get(path[0])
+        for key in path[1:]:
             value = value.get(key) if isinstance(value, dict) else None
         if isinstance(value, int | float) and not isinstance(value, bool):
             out.append(float(value))

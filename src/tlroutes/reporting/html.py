@@ -1,4 +1,4 @@
-"""Render a :class:`~tlroutes.report.document.Document` as one self-contained HTML page.
+"""Render a :class:`~tlroutes.reporting.document.Document` as one self-contained HTML page.
 
 Self-contained: the style sheet is inline and every picture is a base64 ``data:`` URI, so the
 page opens from anywhere (an e-mail attachment, an artifact store) and fetches nothing.
@@ -10,7 +10,7 @@ import base64
 import html
 import re
 
-from tlroutes.report.document import Cell, Code, Document, Image, Notice, Section, Table, Text
+from tlroutes.reporting.document import Cell, Code, Document, Image, Notice, Section, Table, Text
 
 CSS = """
 :root { --ink: #1d2733; --muted: #5d6b7a; --line: #d8dee6; --accent: #1f5fa8;

@@ -8,6 +8,7 @@ holding its own metrics and checkpoints.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 
 from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route
+from tlroutes.summary import Summary
 
 NOT_A_RUN = (
     "{folder} is not a run folder: it holds no run.yaml. A run folder is what "
@@ -31,23 +33,27 @@ class RunData:
 
     Attributes:
         folder: the run folder.
-        route: the run's route (from ``run.yaml``).
+        name: the route's name as ``run.yaml`` gives it (a registered route name).
+        route: the route's cube cell.
         spec: ``run.yaml`` parsed; ``run_text`` its text.
-        summary: ``summary.json``, or None when the run has not finished.
+        summary: ``summary.json`` read back, or None when the run has not finished.
         curves: metrics lines by seed label (``""`` for a single-seed run, else ``"seed 3"``).
         best_epochs: the best epoch of each finished stage (of the first seed).
-        features: the Domain Adaptation ``features.npz`` (of the first seed), or None.
+        seed_folders: each seed's folder by label (``{"": folder}`` for one seed).
+        files: the route's own files (see :meth:`expect`) that exist, by name.
         missing: ``{file: why it matters}`` for what a finished run would hold but this lacks.
     """
 
     folder: Path
+    name: str
     route: Route
     spec: dict[str, Any]
     run_text: str
-    summary: dict[str, Any] | None
+    summary: Summary | None
     curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     best_epochs: dict[str, int] = field(default_factory=dict)
-    features: Path | None = None
+    seed_folders: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -55,9 +61,35 @@ class RunData:
         """How many seeds the run file asks for."""
         return int(self.spec.get("seeds") or 1)
 
+    @property
+    def first_folder(self) -> Path:
+        """The first seed's folder (the run folder itself for one seed)."""
+        return next(iter(self.seed_folders.values()), self.folder)
 
-def collect(run_dir: str | Path) -> RunData:
+    def expect(self, files: Mapping[str, str]) -> None:
+        """Look for the route's own files in the first seed's folder.
+
+        Args:
+            files: ``{file name: why the report needs it}`` (a route's ``REPORT_FILES``). Each
+                file found goes into :attr:`files`; each one missing into :attr:`missing`
+                (by its path relative to the run folder) with its reason.
+        """
+        for name, why in files.items():
+            path = self.first_folder / name
+            if path.is_file():
+                self.files[name] = path
+            else:
+                self.missing[str(path.relative_to(self.folder))] = why
+
+
+def collect(run_dir: str | Path, *,
+            route_of: Callable[[str], Route] = Route.parse) -> RunData:
     """Read the run folder ``run_dir``.
+
+    Args:
+        run_dir: the run folder.
+        route_of: the cube cell of a route name. Default :meth:`Route.parse` (the built-in
+            names); the report passes the route registry's, which knows plug-ins too.
 
     Raises:
         ConfigError: ``run_dir`` holds no ``run.yaml`` (the message says what a run folder
@@ -70,15 +102,17 @@ def collect(run_dir: str | Path) -> RunData:
     run_text = run_file.read_text()
     try:
         spec = yaml.safe_load(run_text) or {}
-        route = Route.parse(spec.get("route", ""))
+        name = str(spec.get("route", ""))
+        route = route_of(name)
     except (yaml.YAMLError, AttributeError, ConfigError) as exc:
         raise ConfigError(f"{run_file} is damaged or names no route ({exc}); the report needs "
                           "the run file that `tlroutes run` saved there.") from None
-    data = RunData(folder, route, spec, run_text, _read_summary(folder))
+    data = RunData(folder, name, route, spec, run_text, _read_summary(folder))
     seeds = int(spec.get("seeds") or 1)
     first = int(spec.get("seed") or 0)
     folders = {"": folder} if seeds == 1 else {
         f"seed {s}": folder / f"seed-{s}" for s in range(first, first + seeds)}
+    data.seed_folders = folders
     for label, sub in folders.items():
         lines = _read_lines(sub / "metrics.jsonl")
         # Parallel Training: every job is a run folder of its own under jobs/.
@@ -99,27 +133,19 @@ def collect(run_dir: str | Path) -> RunData:
             f"{folder} --resume`")
     if not data.curves:
         data.missing["metrics.jsonl"] = "no epoch has finished, so there are no learning curves"
-    if route is Route.DOMAIN_ADAPTATION:
-        npz = next(iter(folders.values())) / "features.npz"
-        if npz.is_file():
-            data.features = npz
-        else:
-            name = str(npz.relative_to(folder))
-            data.missing[name] = (
-                "the feature maps need the trunk features a finished Domain Adaptation run "
-                "saves (tlroutes versions before the report was added did not save them)")
     return data
 
 
-def _read_summary(folder: Path) -> dict[str, Any] | None:
+def _read_summary(folder: Path) -> Summary | None:
     path = folder / "summary.json"
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is damaged ({exc}); run the route again or restore "
                           "it.") from None
+    return Summary.from_dict(data, where=str(path))
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:

@@ -44,8 +44,8 @@ def _figure(width: float, height: float):
 
 
 def cube_png(route: Route) -> bytes:
-    """The cube with ``route`` highlighted (see :func:`tlroutes.matrix.draw_cube`)."""
-    from tlroutes.matrix import draw_cube
+    """The cube with ``route`` highlighted (see :func:`tlroutes.cube_picture.draw_cube`)."""
+    from tlroutes.cube_picture import draw_cube
 
     return to_png(draw_cube(route), dpi=80)
 

@@ -1,4 +1,4 @@
-"""Render a :class:`~tlroutes.report.document.Document` as Markdown, the HTML page's twin.
+"""Render a :class:`~tlroutes.reporting.document.Document` as Markdown, the HTML page's twin.
 
 Pictures are files under ``report_files/`` next to ``report.md``, linked relatively, so the
 folder can be moved or viewed on a code host as it is.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tlroutes.report.document import Cell, Code, Document, Image, Notice, Table, Text
+from tlroutes.reporting.document import Cell, Code, Document, Image, Notice, Table, Text
 
 FILES = "report_files"
 """The folder, next to ``report.md``, that holds its pictures."""

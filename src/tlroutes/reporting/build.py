@@ -1,4 +1,7 @@
-"""Write a run's report (``report.html`` and ``report.md``) and the demo's ``index.html``."""
+"""Write a run's report (``report.html`` and ``report.md``) and the demo's ``index.html``.
+
+Part of the report assembly, above the routes (see :mod:`tlroutes.reporting`).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tlroutes.report import html, markdown
-from tlroutes.report.collect import collect
-from tlroutes.report.document import Cell, Document, Notice, Section, Table, Text
-from tlroutes.report.sections import build_document
-from tlroutes.report.tables import SUMMARY_COLUMNS, summary_rows
+from tlroutes.reporting import html, markdown
+from tlroutes.reporting.document import Cell, Document, Notice, Section, Table, Text
+from tlroutes.reporting.sections import build_document, read_run
+from tlroutes.reporting.tables import SUMMARY_COLUMNS, summary_rows
+from tlroutes.summary import Summary
 
 
 @dataclass
@@ -60,12 +63,13 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
             seconds per map on one core).
 
     Raises:
-        ConfigError: ``run_dir`` is not a run folder (holds no ``run.yaml``).
+        ConfigError: ``run_dir`` is not a run folder (holds no ``run.yaml``), or its route is
+            not registered.
     """
-    run = collect(run_dir)
+    run, module = read_run(run_dir)
     folder = Path(out) if out is not None else run.folder
     folder.mkdir(parents=True, exist_ok=True)
-    doc = build_document(run, tsne=tsne)
+    doc = build_document(run, module, tsne=tsne)
     footer = _footer()
     page = folder / "report.html"
     page.write_text(html.render(doc, footer), encoding="utf-8")
@@ -102,10 +106,10 @@ def build_index(demo_dir: str | Path, runs: list[tuple[str, Path]]) -> Path:
                          *([Cell("unfinished: no summary.json", "muted")]
                            + [""] * (len(SUMMARY_COLUMNS) - 2))])
             continue
-        s = json.loads(summary_file.read_text())
+        s = Summary.from_dict(json.loads(summary_file.read_text()), where=str(summary_file))
         row = summary_rows([s])[0]
         cells: list[str | Cell] = [Cell(row["route"], "strong", href)]
-        verdict = "" if s.get("gain") is None else "bad" if row["negative_transfer"] else "good"
+        verdict = "" if s.gain is None else "bad" if row["negative_transfer"] else "good"
         for column in SUMMARY_COLUMNS[1:]:
             cells.append(Cell(row[column], verdict if column == "gain" else ""))
         rows.append(cells)

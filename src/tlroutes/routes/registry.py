@@ -1,0 +1,168 @@
+"""The route registry: route name → the module that implements it (in the manner of timm).
+
+The runner, the planner, the report and ``tlroutes routes --explain`` find a route here and
+call what its module provides; nothing else names a route. The eight built-in routes are
+registered by name and imported on first use (they import torch), so ``import tlroutes`` stays
+fast.
+
+**The route protocol.** A route is a module with these module-level names:
+
+=====================  ==================================================================
+``ROUTE``              the :class:`~tlroutes.matrix.Route`: the cube cell it sits in
+``Recipe``             its ``recipe:`` block, a :class:`~tlroutes.routes.common.RecipeSpec`
+                       subclass with every field documented
+``run``                ``run(spec, recipe, trainer) -> Summary``: train and test; returns a
+                       :class:`~tlroutes.summary.Summary` (build it with
+                       :func:`~tlroutes.routes.common.summarise`)
+``report_blocks``      ``report_blocks(run, *, tsne) -> list[Block]``: the report's
+                       ``route-details`` section from a :class:`~tlroutes.reporting.collect.RunData`
+``recommend``          ``recommend(problems, evidence, warnings) -> (recipe, reasons)``: the
+                       planner's advice for the ``recipe:`` block, one reason per key
+``EXPLANATION``        what the route does, in one or two sentences
+``EXAMPLE``            a one-line example project
+``SHARING``            what two problems share, by part: ``stems``, ``trunk``, ``heads``,
+                       ``stages`` → words
+=====================  ==================================================================
+
+Optional: ``REPORT_FILES`` (``{file: why it matters}``, files relative to the first seed's folder
+that a finished run holds and the report reads, e.g. ``{"features.npz": ...}``; the report lists
+any that are missing) and ``TITLE`` (the display name, default ``ROUTE.title``).
+
+A plug-in route is one module plus one registration::
+
+    from tlroutes.routes import register_route
+    register_route("my_fine_tuning", "my_package.my_fine_tuning")   # or the module itself
+
+after which ``route: my_fine_tuning`` works in a run file, in :func:`tlroutes.run` and in the
+report. A plug-in sits in one of the eight cells (its ``ROUTE``): the cube is complete, so a new
+route is a new recipe for a cell.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from tlroutes.errors import ConfigError, did_you_mean
+from tlroutes.matrix import Route
+
+#: Module attributes every route must have.
+REQUIRED: tuple[str, ...] = ("ROUTE", "Recipe", "run", "report_blocks")
+#: Module attributes of the protocol whose absence is tolerated while they are being added to
+#: every route (the planner and ``tlroutes routes --explain`` need them).
+PENDING: tuple[str, ...] = ("recommend", "EXPLANATION", "EXAMPLE", "SHARING")
+
+# name → the module, or its dotted path until first use (lazy import).
+_ROUTES: dict[str, ModuleType | str] = {
+    route.value: f"tlroutes.routes.{route.value}" for route in Route
+}
+
+
+def register_route(name: str, module: ModuleType | str, *, replace: bool = False) -> None:
+    """Register the route module ``module`` under ``name``.
+
+    Args:
+        name: the name run files use (``route: NAME``); letters, digits and ``_``.
+        module: the module, or its dotted import path (imported, and checked against the
+            protocol, on first use).
+        replace: allow replacing a route already registered under ``name``. Default False.
+
+    Raises:
+        ConfigError: ``name`` is taken (and ``replace`` is False) or is not an identifier, or
+            a module given as an object lacks part of the protocol.
+    """
+    if not name.isidentifier():
+        raise ConfigError(f"A route name must be letters, digits and '_'; got {name!r}.")
+    known = _ROUTES.get(name)
+    if known is not None and not replace and _path(known) != _path(module):
+        raise ConfigError(f"A route named '{name}' is already registered ({_path(known)}); pick "
+                          "another name, or pass replace=True.")
+    if isinstance(module, ModuleType):
+        check_route(module, name)
+    _ROUTES[name] = module
+
+
+def unregister_route(name: str) -> None:
+    """Remove a plug-in route (a built-in one cannot be removed).
+
+    Raises:
+        ConfigError: ``name`` is a built-in route or is not registered.
+    """
+    if name in {r.value for r in Route}:
+        raise ConfigError(f"'{name}' is a built-in route; it cannot be unregistered.")
+    if _ROUTES.pop(name, None) is None:
+        raise ConfigError(f"No route named '{name}' is registered.")
+
+
+def list_routes() -> list[str]:
+    """The registered route names: the eight built-in ones in cube order, then plug-ins."""
+    return list(_ROUTES)
+
+
+def route_name(name_or_route: str | Route) -> str:
+    """The registered name for a route, a name, or a title (``"Task Fine-Tuning"``).
+
+    Raises:
+        ConfigError: nothing registered matches (the message suggests the nearest name).
+    """
+    if isinstance(name_or_route, Route):
+        return name_or_route.value
+    text = str(name_or_route).strip()
+    if text in _ROUTES:
+        return text
+    try:
+        return Route.parse(text).value
+    except ConfigError:
+        raise ConfigError(
+            f"Unknown route {text!r}.{did_you_mean(text, _ROUTES)} Registered routes: "
+            f"{', '.join(_ROUTES)} (or their titles, e.g. 'Task Fine-Tuning')."
+        ) from None
+
+
+def get_route(name_or_route: str | Route) -> ModuleType:
+    """The module of a route, imported on first use and checked against the protocol.
+
+    Args:
+        name_or_route: a registered name (``"task_fine_tuning"``), a title
+            (``"Task Fine-Tuning"``) or a :class:`Route`.
+
+    Raises:
+        ConfigError: unknown route, or its module lacks part of the protocol.
+    """
+    name = route_name(name_or_route)
+    module = _ROUTES[name]
+    if isinstance(module, str):
+        module = importlib.import_module(module)
+        check_route(module, name)
+        _ROUTES[name] = module
+    return module
+
+
+def check_route(module: ModuleType, name: str) -> None:
+    """Raise :class:`ConfigError` unless ``module`` follows the route protocol (see above)."""
+    missing = [a for a in REQUIRED if not hasattr(module, a)]
+    if missing:
+        raise ConfigError(
+            f"Route '{name}' ({module.__name__}) lacks {', '.join(missing)}. A route module "
+            f"defines {', '.join(REQUIRED + PENDING)} (see tlroutes.routes.registry).")
+    if not isinstance(module.ROUTE, Route):
+        raise ConfigError(f"Route '{name}': ROUTE must be a tlroutes.matrix.Route (its cube "
+                          f"cell), not {module.ROUTE!r}.")
+    # Imported here: common.py pulls in torch, which registering a path must not.
+    from tlroutes.routes.common import RecipeSpec
+
+    if not (isinstance(module.Recipe, type) and issubclass(module.Recipe, RecipeSpec)):
+        raise ConfigError(f"Route '{name}': Recipe must be a subclass of "
+                          "tlroutes.routes.common.RecipeSpec.")
+    for attr in ("run", "report_blocks", "recommend"):
+        if hasattr(module, attr) and not callable(getattr(module, attr)):
+            raise ConfigError(f"Route '{name}': {attr} must be a function.")
+
+
+def title_of(module: ModuleType) -> str:
+    """A route module's display name: its ``TITLE`` or its cube cell's title."""
+    return getattr(module, "TITLE", None) or module.ROUTE.title
+
+
+def _path(module: ModuleType | str) -> str:
+    return module if isinstance(module, str) else module.__name__
