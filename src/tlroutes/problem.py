@@ -183,3 +183,14 @@ def check_targets(task: Task, y: Tensor, where: str) -> None:
         raise DataError(f"{where}: targets contain NaN or Inf.")
     if task.kind == "multilabel" and not bool(((y == 0) | (y == 1)).all()):
         raise DataError(f"{where}: multilabel targets must be 0 or 1.")
+
+
+def on_device(t: Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> Tensor:
+    """``t`` on ``device``; floating tensors also cast to ``dtype`` when it is given.
+
+    ``dtype`` is the floating dtype of the weights that read ``t`` (float64 under "64-true",
+    bf16 under "bf16-true"); integer labels keep theirs. Default None: the dtype ``t`` has.
+    """
+    if dtype is not None and t.is_floating_point():
+        return t.to(device=device, dtype=dtype)
+    return t.to(device)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from tlroutes.errors import ConfigError, DataError, did_you_mean
-from tlroutes.problem import Problem, Split
+from tlroutes.problem import Problem, Split, on_device
 from tlroutes.seeding import derive_seed
 
 #: The mixing policies :func:`mixing_probabilities` knows, with a one-line description.
@@ -285,9 +285,13 @@ class MixedStream:
         splits = {key: getattr(problem, split) for key, problem in problems.items()}
         return cls(splits, batch_size, **kwargs)
 
-    def to(self, device: torch.device | str) -> MixedStream:
-        """Move the held data to ``device`` once, so that batches are gathers on the device."""
-        self.x, self.y = self.x.to(device), self.y.to(device)
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> MixedStream:
+        """Move the held data to ``device`` once, so that batches are gathers on the device.
+
+        ``dtype``: the weights' floating dtype, to cast floating data to (see
+        :func:`tlroutes.problem.on_device`). Default None: as held.
+        """
+        self.x, self.y = on_device(self.x, device, dtype), on_device(self.y, device, dtype)
         self._last = None
         return self
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from tlroutes.errors import DataError
-from tlroutes.problem import Split
+from tlroutes.problem import Split, on_device
 from tlroutes.train.seeding import derive_seed
 
 
@@ -76,7 +76,7 @@ class Stream:
         targets are cast to it once here (a model in float64 or bf16 weights, "64-true" or
         "bf16-true", then reads its own dtype); integer labels keep theirs. Default None: as held.
         """
-        self.x, self.y = _moved(self.x, device, dtype), _moved(self.y, device, dtype)
+        self.x, self.y = on_device(self.x, device, dtype), on_device(self.y, device, dtype)
         self._pass, self._order = -1, None
         return self
 
@@ -99,8 +99,3 @@ class Stream:
             index = index[self.rank :: self.world_size]
         return self.x[index], self.y[index]
 
-
-def _moved(t: Tensor, device: torch.device | str, dtype: torch.dtype | None) -> Tensor:
-    if dtype is not None and t.is_floating_point():
-        return t.to(device=device, dtype=dtype)
-    return t.to(device)
