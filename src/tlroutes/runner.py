@@ -22,8 +22,8 @@ import yaml
 from tlroutes.config import RunLike, RunSpec, as_run_spec, dump_run
 from tlroutes.errors import ConfigError
 from tlroutes.reporting.build import build_report
-from tlroutes.routes import get_route, route_name
 from tlroutes.routes.common import RecipeSpec, parse_recipe
+from tlroutes.routes.registry import get_route, route_name, title_of
 from tlroutes.summary import Summary, aggregate
 from tlroutes.train.checkpoint import write_json_atomic
 from tlroutes.train.engine import Trainer
@@ -131,10 +131,10 @@ def run(
             tracked = tracker if spec.seeds == 1 else Scoped(tracker, f"seed-{seed}")
             trainer = Trainer(folder, seed=seed, resume=resume, progress=progress, fabric=fabric,
                               tracker=tracked)
-            # The summary names the route as the run file does (a plug-in shares its cell's
-            # Route with a built-in route, so the module cannot tell which name it ran under).
+            # The summary names the route as the registry does (a plug-in shares its cell's
+            # Route with a built-in route, so its summarise() cannot tell its own name).
             summary = module.run(one, recipe, trainer).model_copy(
-                update={"seed": seed, "route": spec.route})
+                update={"seed": seed, "route": spec.route, "title": title_of(module)})
             if spec.seeds > 1 and fabric.global_rank == 0:
                 write_json_atomic(folder / "summary.json", summary.to_dict())
             summaries.append(summary)
