@@ -1,58 +1,70 @@
 """tlroutes: transfer learning by all eight of its routes, on PyTorch.
 
-The cube lives in :mod:`tlroutes.matrix` (imported here, it is light); the rest is imported on
-first use, so that ``import tlroutes`` stays fast.
+The public functions, each the real one (imported on first use, so that ``import tlroutes``
+stays fast and does not import torch):
+
+- :func:`run` (:func:`tlroutes.runner.run`): train a run file; returns a typed
+  :class:`~tlroutes.summary.Summary`.
+- :func:`plan` (:func:`tlroutes.planner.plan`): the route and recipe for a run file, with reasons.
+- ``inspect`` (:func:`tlroutes.measure.evidence.inspect`): measured evidence for two problems.
+  Not in ``__all__``: ``from tlroutes import *`` would shadow the standard ``inspect`` module.
+- :func:`report` (:func:`tlroutes.reporting.build.build_report`, also as ``build_report``):
+  (re)build a run folder's report.
+- :func:`route_for` (:func:`tlroutes.matrix.route_for`): the route at a cube cell,
+  keyword-only.
+
+The report's modules live in :mod:`tlroutes.reporting` (not ``tlroutes.report``, which is the
+function). Routes are found through :func:`get_route` and added with :func:`register_route`.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from tlroutes.cube_picture import draw_cube
 from tlroutes.errors import TLRoutesError
 from tlroutes.matrix import Route, route_for
 
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers and editors
+    from tlroutes.measure.evidence import inspect as inspect  # not in __all__: see above
+    from tlroutes.planner import plan
+    from tlroutes.reporting.build import build_report
+    from tlroutes.reporting.build import build_report as report
+    from tlroutes.routes.registry import get_route, list_routes, register_route
+    from tlroutes.runner import run
+    from tlroutes.summary import Summary
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "Route", "TLRoutesError", "build_report", "draw_cube", "inspect", "plan", "route_for", "run",
-    "__version__",
+    "Route", "Summary", "TLRoutesError", "build_report", "draw_cube", "get_route", "list_routes",
+    "plan", "register_route", "report", "route_for", "run", "__version__",
 ]
 
-
-def run(spec, out, *, resume: bool = False, progress: bool = True) -> dict:
-    """Train a run file (path or :class:`tlroutes.config.RunSpec`) into the folder ``out``.
-
-    See :func:`tlroutes.runner.run`; returns the summary that is also written as summary.json.
-    """
-    from tlroutes.runner import run as _run
-
-    return _run(spec, out, resume=resume, progress=progress)
-
-
-def inspect(first, second=None, **kwargs):
-    """Measure how two problems (or a run file's problems) relate; return the evidence.
-
-    See :func:`tlroutes.measure.evidence.inspect` for the arguments; the result is what
-    ``tlroutes inspect`` prints and writes as JSON.
-    """
-    from tlroutes.measure.evidence import inspect as _inspect
-
-    return _inspect(first, second, **kwargs)
+# The public functions that import torch or matplotlib, by name: (module, attribute). Each is
+# the real function (``tlroutes.run is tlroutes.runner.run``), imported on first access.
+_LAZY: dict[str, tuple[str, str]] = {
+    "run": ("tlroutes.runner", "run"),
+    "plan": ("tlroutes.planner", "plan"),
+    "inspect": ("tlroutes.measure.evidence", "inspect"),
+    "report": ("tlroutes.reporting.build", "build_report"),
+    "build_report": ("tlroutes.reporting.build", "build_report"),
+    "Summary": ("tlroutes.summary", "Summary"),
+    "get_route": ("tlroutes.routes.registry", "get_route"),
+    "list_routes": ("tlroutes.routes.registry", "list_routes"),
+    "register_route": ("tlroutes.routes.registry", "register_route"),
+}
 
 
-def plan(spec, **kwargs):
-    """Name the route for a run file from its declarations and measurements; return the plan.
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tlroutes' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-    See :func:`tlroutes.planner.plan`; the result is what ``tlroutes plan`` prints and writes.
-    """
-    from tlroutes.planner import plan as _plan
 
-    return _plan(spec, **kwargs)
-
-
-def build_report(run_dir):
-    """Build (or rebuild) a run folder's report.html and report.md; return what was written.
-
-    See :func:`tlroutes.report.build_report`. (Named so that it does not shadow the
-    :mod:`tlroutes.report` package.)
-    """
-    from tlroutes.report import build_report as _build
-
-    return _build(run_dir)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

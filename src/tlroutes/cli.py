@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from tlroutes.errors import TLRoutesError
+
+if TYPE_CHECKING:
+    from tlroutes.summary import Summary
 
 app = typer.Typer(
     name="tlroutes",
@@ -167,7 +170,7 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (holds run.yaml).")],
 ) -> None:
     """Rebuild a run folder's report (report.html and report.md) from what the folder holds."""
-    from tlroutes.report import build_report
+    from tlroutes.reporting.build import build_report
 
     result = build_report(run_dir)
     for name in result.missing:
@@ -184,9 +187,12 @@ def _slug(*parts: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)[:120]
 
 
-def summary_table(summaries: list[dict]) -> Table:
-    """One row per run: route, what was carried over, target metric, baseline, gain."""
-    from tlroutes.report import SUMMARY_COLUMNS, summary_rows
+def summary_table(summaries: list[Summary] | list[dict]) -> Table:
+    """One row per run: route, what was carried over, target metric, baseline, gain.
+
+    ``summaries``: typed summaries, or their JSON dicts (as ``summary.json`` holds them).
+    """
+    from tlroutes.reporting import SUMMARY_COLUMNS, summary_rows
 
     table = Table(title="tlroutes: transfer against the from-scratch baseline")
     for col in SUMMARY_COLUMNS:
