@@ -1,7 +1,10 @@
-"""Domain-adaptation losses and label-free validators: known answers.
+"""Domain-alignment losses and label-free validators: known answers.
 
-Reference values are computed independently (numpy loops, closed forms by hand), never by calling
-the code under test a second time.
+The family's values test comes first: one table, one row per (method, setting), each with inputs
+built so that the right value is known in closed form or from a few lines of hand arithmetic. A
+new alignment loss joins the family with one row there (``test_every_method_has_a_row`` checks).
+Reference values are computed independently (closed forms, numpy loops), never by calling the
+code under test a second time.
 """
 
 from __future__ import annotations
@@ -17,20 +20,26 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from tlroutes.errors import ConfigError, DataError
+from tlroutes.matrix import Route
 from tlroutes.objectives.alignment import (
+    ALIGNMENTS,
     ConditionalDomainAdversarialLoss,
     CorrelationAlignmentLoss,
     DomainAdversarialLoss,
     DomainDiscriminator,
     GaussianKernel,
     GradientReverse,
+    JointMultipleKernelMMD,
     MinimumClassConfusionLoss,
     MultipleKernelMMD,
     RandomizedMultilinearMap,
     WarmStartGradientReverse,
+    create_alignment,
     entropy_weights,
+    list_alignments,
     multilinear_map,
 )
+from tlroutes.objectives.alignment.registry import AlignmentRegistry
 from tlroutes.objectives.validators import (
     VALIDATORS,
     entropy,
@@ -38,20 +47,204 @@ from tlroutes.objectives.validators import (
     negative_entropy,
     soft_neighborhood_density,
 )
+from tlroutes.routes.common import parse_recipe
+from tlroutes.routes.domain_adaptation import Recipe
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest (and steadiest on a busy machine) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _lam(p: float, gamma: float = 10.0, lo: float = 0.0, hi: float = 1.0) -> float:
     """The DANN schedule, written out independently."""
     return lo + (hi - lo) * (2.0 / (1.0 + math.exp(-gamma * p)) - 1.0)
+
+
+# --------------------------------------------------------------------------- the values table
+
+
+def _t(*rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def _sp(z: float) -> float:
+    """softplus: BCE(logit z, label 1) = sp(-z), BCE(z, 0) = sp(z)."""
+    return math.log1p(math.exp(z))
+
+
+def _linear(*weights: float) -> nn.Linear:
+    """A fixed discriminator ``Linear(len(weights), 1)`` with these weights and bias 0."""
+    layer = nn.Linear(len(weights), 1).double()
+    with torch.no_grad():
+        layer.weight.copy_(_t(weights))
+        layer.bias.zero_()
+    return layer
+
+
+def _inputs(f_s, f_t, g_s=None, g_t=None, classes: int = 2):
+    """(f_s, f_t, g_s, g_t); absent logits are zeros (a method that reads none ignores them)."""
+    g_s = torch.zeros(len(f_s), classes, dtype=torch.float64) if g_s is None else g_s
+    g_t = torch.zeros(len(f_t), classes, dtype=torch.float64) if g_t is None else g_t
+    return f_s, f_t, g_s, g_t
+
+
+# Two point masses in 2-D, source at 0 and target at (3, 4) (squared distance 25), two samples
+# each. DAN's default bandwidths are σ² = 2^k · mean squared distance over the 12 ordered pairs
+# of distinct points (8 cross pairs at 25, 4 within at 0): 2^k · 50/3. A cross pair then has
+# kernel exp(-25 / (2 · 2^k · 50/3)) = exp(-3 / 2^(k+2)) whatever the distance; a within pair 1.
+POINT_S = torch.zeros(2, 2, dtype=torch.float64)
+POINT_T = _t([3.0, 4.0], [3.0, 4.0])
+CROSS = sum(math.exp(-3.0 / 2.0 ** (k + 2)) for k in range(-3, 2))
+# Linear-time: the one quad-tuple's four distances are 0, 0, 25, 25 (mean 12.5): a cross pair
+# has kernel exp(-25 / (2 · 2^k · 12.5)) = exp(-2^-k).
+CROSS_LINEAR = sum(math.exp(-(2.0 ** -k)) for k in range(-3, 2))
+# JAN's Gaussian on softmax outputs, σ = 0.92: one-hot predictions of different classes are
+# √2 apart, so k = exp(-2 / (2 · 0.92²)).
+K_PRED = math.exp(-1.0 / 0.92**2)
+CLASS_0, CLASS_1 = _t([50.0, 0.0], [50.0, 0.0]), _t([0.0, 50.0], [0.0, 50.0])
+
+VALUES = [
+    # DANN: a discriminator reading the first feature; per-domain BCE means, then averaged.
+    pytest.param(
+        "dann", {"discriminator": _linear(1.0, 0.0)},
+        _inputs(_t([2.0, 0.0], [-1.0, 0.0]), _t([-3.0, 0.0], [1.0, 0.0], [0.5, 0.0])),
+        0.5 * ((_sp(-2) + _sp(1)) / 2 + (_sp(-3) + _sp(1) + _sp(0.5)) / 3),
+        id="dann-fixed-discriminator",
+    ),
+    # CORAL: source cov diag(2, 0) (n = 2), target cov diag(0, 1) (n = 3, unbiased):
+    # ‖diag(2, -1)‖² / (4 · 2²) = 5/16.
+    pytest.param(
+        "coral", {}, _inputs(_t([0.0, 0.0], [2.0, 0.0]), _t([0.0, 0.0], [0.0, 1.0], [0.0, 2.0])),
+        5 / 16, id="coral-known-covariances",
+    ),
+    # MK-MMD, unbiased: within pairs give 5 (five kernels at 1), cross pairs CROSS.
+    pytest.param("mmd", {}, _inputs(POINT_S, POINT_T), 10 - 2 * CROSS, id="mmd-point-masses"),
+    pytest.param(
+        "mmd", {"linear": True}, _inputs(POINT_S, POINT_T), 10 - 2 * CROSS_LINEAR,
+        id="mmd-linear-point-masses",
+    ),
+    # Identical point masses: every kernel value is 1 (the bandwidth's floor keeps 0/0 away).
+    pytest.param("mmd", {}, _inputs(POINT_S, POINT_S.clone()), 0.0, id="mmd-same-points"),
+    # CDAN+E, D = 1, K = 2, discriminator on T = (p0·f, p1·f) with weights (1, -1): logit
+    # z = (p0 - p1)·f. Source: classes 0, 1 at f = 2, -1 -> z = 2, 1, weights 2, 2 -> 1, 1.
+    # Target: classes 0, 1, uniform at f = -3, 1, 4 -> z = -3, -1, 0; certainty weights
+    # 2, 2, 1 + 1/2 normalised per domain to mean 1: 12/11, 12/11, 9/11.
+    pytest.param(
+        "cdan", {"discriminator": _linear(1.0, -1.0)},
+        _inputs(_t([2.0], [-1.0]), _t([-3.0], [1.0], [4.0]),
+                _t([50.0, 0.0], [0.0, 50.0]), _t([50.0, 0.0], [0.0, 50.0], [0.0, 0.0])),
+        0.5 * ((_sp(-2) + _sp(-1)) / 2
+               + (12 / 11 * _sp(-3) + 12 / 11 * _sp(-1) + 9 / 11 * math.log(2)) / 3),
+        id="cdan-fixed-discriminator",
+    ),
+    # MCC, uniform predictions over K = 4: every normalised row is 1/4 -> (K - 1)/K.
+    pytest.param(
+        "mcc", {}, _inputs(torch.zeros(6, 1), torch.zeros(6, 1), g_t=torch.zeros(6, 4)), 0.75,
+        id="mcc-uniform",
+    ),
+    # MCC, confident predictions of five distinct classes: no confusion.
+    pytest.param(
+        "mcc", {}, _inputs(torch.zeros(5, 1), torch.zeros(5, 1), g_t=100.0 * torch.eye(5)), 0.0,
+        id="mcc-one-hot",
+    ),
+    # MCC by hand, K = 2, T = 1: p1 = (1, 0), p2 = (1/2, 1/2); w ∝ (2, 1.5) -> (8/7, 6/7);
+    # C = [[8/7 + 3/14, 3/14], [3/14, 3/14]] -> rows [[19/22, 3/22], [1/2, 1/2]] -> 7/22.
+    pytest.param(
+        "mcc", {"temperature": 1.0},
+        _inputs(torch.zeros(2, 1), torch.zeros(2, 1), g_t=_t([100.0, 0.0], [0.0, 0.0])), 7 / 22,
+        id="mcc-by-hand",
+    ),
+    # JAN: the point masses, the source predicting class 0 and the target class 1. Within pairs
+    # 5 · 1, cross pairs CROSS · K_PRED (the joint kernel is the product of the layers' kernels).
+    pytest.param(
+        "jan", {}, _inputs(POINT_S, POINT_T, CLASS_0, CLASS_1), 10 - 2 * CROSS * K_PRED,
+        id="jan-point-masses",
+    ),
+    # JAN sees what MMD cannot: the same features (MMD 0, row mmd-same-points) with other
+    # predictions.
+    pytest.param(
+        "jan", {}, _inputs(POINT_S, POINT_S.clone(), CLASS_0, CLASS_1), 10 - 10 * K_PRED,
+        id="jan-same-features-other-predictions",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "options", "inputs", "expected"), VALUES)
+def test_known_values(method, options, inputs, expected):
+    f_s, f_t, g_s, g_t = inputs
+    loss = create_alignment(method, features=f_s.shape[1], classes=g_s.shape[1], max_steps=10,
+                            **options)
+    assert loss(f_s, f_t, g_s, g_t).item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_every_method_has_a_row():
+    rows = {p.values[0] for p in VALUES}
+    missing = set(list_alignments()) - rows
+    assert not missing, f"add a known-value row to VALUES for {sorted(missing)}"
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@pytest.mark.parametrize("method", list_alignments())
+def test_every_method_takes_the_family_call_and_trains_the_features(method):
+    torch.manual_seed(0)
+    loss = create_alignment(method, features=5, classes=3, max_steps=1)
+    f_s, f_t = torch.randn(8, 5), torch.randn(8, 5) + 1
+    g_s, g_t = torch.randn(8, 3), torch.randn(8, 3)
+    for x in (f_s, f_t, g_s, g_t):
+        x.requires_grad_()
+    loss(f_s, f_t, g_s, g_t)  # one step, so that a warm-up schedule (DANN, CDAN) is past 0
+    value = loss(f_s, f_t, g_s, g_t)
+    assert value.dim() == 0 and torch.isfinite(value)
+    value.backward()
+    # Some gradient reaches what the trunk or the head produced: the loss can train them.
+    grads = [x.grad for x in (f_s, f_t, g_s, g_t) if x.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_needs_classification_comes_from_the_registration():
+    assert {n for n in list_alignments() if ALIGNMENTS.needs_classification(n)} == {
+        "cdan", "mcc", "jan"}
+    ALIGNMENTS.check_task("cdan", "classification")
+    ALIGNMENTS.check_task("coral", "regression")
+    with pytest.raises(ConfigError, match="use one of: coral, dann, mmd"):
+        ALIGNMENTS.check_task("jan", "regression")
+
+
+def test_registry_errors_name_what_to_do():
+    with pytest.raises(ConfigError, match="Did you mean 'dann'"):
+        create_alignment("dan", features=2, classes=2, max_steps=1)
+    with pytest.raises(ConfigError, match="no argument 'temp'.*accepts: temperature"):
+        create_alignment("mcc", features=2, classes=2, max_steps=1, temp=1.0)
+    with pytest.raises(ConfigError, match="set by the route"):
+        ALIGNMENTS.check_options("mmd", {"features": 3})
+
+    registry = AlignmentRegistry()  # a private one: the global table stays as it is
+
+    @registry.register("mine", needs_classification=True)
+    def build(*, features: int, classes: int, max_steps: int, scale: float = 1.0) -> nn.Module:
+        return CorrelationAlignmentLoss()
+
+    assert registry.names() == ["mine"] and registry.needs_classification("mine")
+    assert isinstance(registry.build("mine", features=1, classes=1, max_steps=1, scale=2.0),
+                      CorrelationAlignmentLoss)
+    with pytest.raises(ConfigError, match="already registered"):
+        registry.register("mine")(lambda *, features, classes, max_steps: nn.Identity())
+    with pytest.raises(ConfigError, match="must take \\(features, classes, max_steps\\) first"):
+        registry.register("bad")(lambda *, width: nn.Identity())
+
+
+def test_the_route_reads_its_methods_from_the_registry():
+    def recipe(**fields):
+        return parse_recipe(Recipe, fields, Route.DOMAIN_ADAPTATION)
+
+    assert recipe(method="jan", method_args={"linear": True}).method_args == {"linear": True}
+    assert recipe(method="source_only").method == "source_only"
+    with pytest.raises(ConfigError, match="Did you mean 'coral'.*source_only, cdan, coral"):
+        recipe(method="corall")
+    with pytest.raises(ConfigError, match="no argument 'gama'.*Did you mean 'gamma'"):
+        recipe(method="dann", method_args={"gama": 5.0})
+    with pytest.raises(ConfigError, match="source_only"):
+        recipe(method="source_only", method_args={"linear": True})
 
 
 # --------------------------------------------------------------------------- gradient reversal
@@ -153,28 +346,18 @@ def test_dann_resume_is_bit_identical():
 # --------------------------------------------------------------------------- DANN
 
 
-def test_dann_loss_and_accuracy_on_a_fixed_discriminator():
+def test_dann_reports_the_discriminators_domain_accuracy():
     class Const(nn.Module):
         def forward(self, x):
             return torch.zeros(x.shape[0], 1) + 0.0 * x.sum(1, keepdim=True)
 
     loss = DomainAdversarialLoss(Const())
-    value = loss(torch.randn(3, 2), torch.randn(5, 2))
-    assert value.item() == pytest.approx(math.log(2.0))
+    assert loss(torch.randn(3, 2), torch.randn(5, 2)).item() == pytest.approx(math.log(2.0))
     # logit 0 -> predicted "target": right on target, wrong on source.
     assert loss.last_accuracy == pytest.approx(0.5)
-
-    # A discriminator that reads the first feature: per-domain means, then averaged.
-    lin = nn.Linear(2, 1)
-    with torch.no_grad():
-        lin.weight.copy_(torch.tensor([[1.0, 0.0]]))
-        lin.bias.zero_()
-    f_s = torch.tensor([[2.0, 0.0], [-1.0, 0.0]])
-    f_t = torch.tensor([[-3.0, 0.0], [1.0, 0.0], [0.5, 0.0]])
-    sp = lambda z: math.log1p(math.exp(z))  # noqa: E731  BCE(z, 1) = sp(-z); BCE(z, 0) = sp(z)
-    expected = 0.5 * ((sp(-2) + sp(1)) / 2 + (sp(-3) + sp(1) + sp(0.5)) / 3)
-    dl = DomainAdversarialLoss(discriminator=lin)
-    assert dl(f_s, f_t).item() == pytest.approx(expected, rel=1e-6)
+    # Reading the first feature: source 2 (right), -1 (wrong); target -3 (right), 1, 0.5 (wrong).
+    dl = DomainAdversarialLoss(discriminator=_linear(1.0, 0.0))
+    dl(_t([2.0, 0.0], [-1.0, 0.0]), _t([-3.0, 0.0], [1.0, 0.0], [0.5, 0.0]))
     assert dl.last_accuracy == pytest.approx(0.5 * (1 / 2 + 1 / 3))
 
 
@@ -264,7 +447,7 @@ def test_dann_removes_the_domain_feature_and_lowers_target_error(seed):
 # --------------------------------------------------------------------------- CORAL
 
 
-def test_coral_is_zero_for_identical_batches_and_matches_numpy():
+def test_coral_ignores_shifts_and_matches_numpy():
     x = torch.randn(10, 4, dtype=torch.float64)
     coral = CorrelationAlignmentLoss()
     assert coral(x, x.clone()).item() == pytest.approx(0.0, abs=1e-15)
@@ -277,25 +460,31 @@ def test_coral_is_zero_for_identical_batches_and_matches_numpy():
     expected = ((cs - ct) ** 2).sum() / (4 * 3**2)
     got = coral(torch.from_numpy(xs), torch.from_numpy(xt)).item()
     assert got == pytest.approx(expected, rel=1e-12)
-
-    # by hand: d = 1, source {0, 2} var 2, target {0, 1, 2} var 1 -> (2 - 1)^2 / 4 = 0.25
-    s = torch.tensor([[0.0], [2.0]])
-    t = torch.tensor([[0.0], [1.0], [2.0]])
-    assert coral(s, t).item() == pytest.approx(0.25)
     with pytest.raises(DataError, match="at least 2"):
         coral(torch.randn(1, 3), torch.randn(4, 3))
 
 
-# --------------------------------------------------------------------------- MMD
+# --------------------------------------------------------------------------- MMD and JAN
 
 
-def _numpy_mmd_unbiased(xs, xt, sigmas2):
-    k = lambda a, b: sum(np.exp(-((a - b) ** 2).sum() / (2 * s2)) for s2 in sigmas2)  # noqa: E731
-    n, m = len(xs), len(xt)
-    ss = sum(k(xs[i], xs[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
-    tt = sum(k(xt[i], xt[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
-    st = sum(k(xs[i], xt[j]) for i in range(n) for j in range(m)) / (n * m)
+def _numpy_mmd_unbiased(zs, zt, k):
+    """The unbiased MMD² of samples ``zs``, ``zt`` (sequences of points) under kernel ``k``."""
+    n, m = len(zs), len(zt)
+    ss = sum(k(zs[i], zs[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    tt = sum(k(zt[i], zt[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    st = sum(k(zs[i], zt[j]) for i in range(n) for j in range(m)) / (n * m)
     return ss + tt - 2 * st
+
+
+def _gaussians(sigmas2):
+    return lambda a, b: sum(np.exp(-((a - b) ** 2).sum() / (2 * s2)) for s2 in sigmas2)
+
+
+def _dan_sigmas2(xs, xt):
+    """σ² = 2^k · mean squared distance over distinct pairs of the joint batch, k = -3..1."""
+    z = np.r_[xs, xt]
+    d2 = [((z[i] - z[j]) ** 2).sum() for i in range(len(z)) for j in range(len(z)) if i != j]
+    return [2.0**k * np.mean(d2) for k in range(-3, 2)]
 
 
 def test_mmd_matches_numpy_on_tiny_cases():
@@ -304,18 +493,15 @@ def test_mmd_matches_numpy_on_tiny_cases():
     ts, tt = torch.from_numpy(xs), torch.from_numpy(xt)
     # fixed bandwidths
     mmd = MultipleKernelMMD([GaussianKernel(sigma=1.0), GaussianKernel(sigma=2.0)])
-    expected = _numpy_mmd_unbiased(xs, xt, [1.0, 4.0])
+    expected = _numpy_mmd_unbiased(xs, xt, _gaussians([1.0, 4.0]))
     assert mmd(ts, tt).item() == pytest.approx(expected, rel=1e-10)
-    # default family: σ² = 2^k · mean squared distance over distinct pairs, k = -3..1
-    z = np.r_[xs, xt]
-    d2 = [((z[i] - z[j]) ** 2).sum() for i in range(9) for j in range(9) if i != j]
-    sigmas2 = [2.0**k * np.mean(d2) for k in range(-3, 2)]
-    expected = _numpy_mmd_unbiased(xs, xt, sigmas2)
+    # default family
+    expected = _numpy_mmd_unbiased(xs, xt, _gaussians(_dan_sigmas2(xs, xt)))
     assert MultipleKernelMMD()(ts, tt).item() == pytest.approx(expected, rel=1e-10)
 
     # linear-time estimator: quad-tuples (x1, x2, y1, y2), (x3, x4, y3, y4)
     xs4, xt4 = rng.randn(4, 2), rng.randn(4, 2)
-    k = lambda a, b: np.exp(-((a - b) ** 2).sum() / 2.0)  # noqa: E731  sigma = 1
+    k = _gaussians([1.0])
     h = [
         k(xs4[a], xs4[b]) + k(xt4[a], xt4[b]) - k(xs4[a], xt4[b]) - k(xs4[b], xt4[a])
         for a, b in ((0, 1), (2, 3))
@@ -340,18 +526,62 @@ def test_mmd_near_zero_for_same_distribution_and_positive_for_shift():
 def test_mmd_linear_needs_equal_batches():
     with pytest.raises(ConfigError, match="same size"):
         MultipleKernelMMD(linear=True)(torch.randn(4, 2), torch.randn(6, 2))
-    with pytest.raises(ValueError):  # ConfigError is a ValueError
-        MultipleKernelMMD(linear=True)(torch.randn(4, 2), torch.randn(6, 2))
     assert torch.isfinite(MultipleKernelMMD()(torch.randn(4, 2), torch.randn(6, 2)))
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_jan_matches_a_numpy_joint_kernel_on_random_inputs():
+    rng = np.random.RandomState(2)
+    xs, xt = rng.randn(4, 3), rng.randn(5, 3) + 0.5
+    gs, gt = 2 * rng.randn(4, 3), 2 * rng.randn(5, 3)
+    ps, pt = _softmax(gs), _softmax(gt)
+    k_f, k_p = _gaussians(_dan_sigmas2(xs, xt)), _gaussians([0.92**2])
+    joint = lambda a, b: k_f(a[0], b[0]) * k_p(a[1], b[1])  # noqa: E731
+    expected = _numpy_mmd_unbiased(list(zip(xs, ps, strict=True)),
+                                   list(zip(xt, pt, strict=True)), joint)
+    got = JointMultipleKernelMMD()(*map(torch.from_numpy, (xs, xt, gs, gt))).item()
+    assert got == pytest.approx(expected, rel=1e-10)
+
+    # linear-time: one quad-tuple (x1, x2, y1, y2) per pair of rows, fixed bandwidths
+    xs4, xt4, gs4, gt4 = rng.randn(4, 2), rng.randn(4, 2), rng.randn(4, 3), rng.randn(4, 3)
+    ps4, pt4 = _softmax(gs4), _softmax(gt4)
+    k1 = _gaussians([1.0])
+
+    def k(a, b, c, d):  # joint kernel of (features a, probabilities b) and (c, d)
+        return k1(a, c) * k_p(b, d)
+
+    h = [
+        k(xs4[a], ps4[a], xs4[b], ps4[b]) + k(xt4[a], pt4[a], xt4[b], pt4[b])
+        - k(xs4[a], ps4[a], xt4[b], pt4[b]) - k(xs4[b], ps4[b], xt4[a], pt4[a])
+        for a, b in ((0, 1), (2, 3))
+    ]
+    lin = JointMultipleKernelMMD([GaussianKernel(sigma=1.0)], linear=True)
+    got = lin(*map(torch.from_numpy, (xs4, xt4, gs4, gt4))).item()
+    assert got == pytest.approx(np.mean(h), rel=1e-10)
+
+
+def test_jan_trains_features_and_classifier_and_checks_its_logits():
+    jan = JointMultipleKernelMMD()
+    f_s, f_t = torch.randn(6, 4, requires_grad=True), torch.randn(6, 4, requires_grad=True)
+    g_s, g_t = torch.randn(6, 3, requires_grad=True), torch.randn(6, 3, requires_grad=True)
+    jan(f_s, f_t, g_s, g_t).backward()
+    # As in the paper, the joint discrepancy adapts the classifier layer too.
+    assert all(x.grad.abs().sum() > 0 for x in (f_s, f_t, g_s, g_t))
+    with pytest.raises(DataError, match="logits of shape"):
+        jan(f_s, f_t, g_s, torch.randn(6, 2))
+    with pytest.raises(DataError, match="logits of shape"):
+        jan(f_s, f_t, g_s[:5], g_t)
 
 
 # --------------------------------------------------------------------------- MCC
 
 
 def _numpy_mcc(logits, temperature):
-    z = logits / temperature
-    p = np.exp(z - z.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
+    p = _softmax(logits / temperature)
     h = -(p * np.log(p)).sum(1)
     w = 1 + np.exp(-h)
     w = len(p) * w / w.sum()
@@ -360,22 +590,13 @@ def _numpy_mcc(logits, temperature):
     return (c.sum() - np.trace(c)) / p.shape[1]
 
 
-def test_mcc_known_answers():
+def test_mcc_matches_numpy_and_handles_absent_classes():
     mcc = MinimumClassConfusionLoss()
-    # uniform predictions over K classes: every normalised row is 1/K -> (K - 1) / K
-    assert mcc(torch.zeros(6, 4)).item() == pytest.approx(0.75)
-    # confident predictions of distinct classes: no confusion
-    assert mcc(100.0 * torch.eye(5)).item() == pytest.approx(0.0, abs=1e-9)
     # 3 confident samples, K = 5: the two absent classes' rows (tiny probabilities) normalise to
     # (1/3, 1/3, 1/3, 0, 0), each adding 1 off the diagonal -> 2 / 5
     assert mcc(100.0 * torch.eye(3, 5)).item() == pytest.approx(0.4, abs=1e-6)
     # exactly zero columns stay zero rather than NaN
     assert MinimumClassConfusionLoss(temperature=0.01)(100.0 * torch.eye(3, 5)).item() == 0.0
-    # two samples, K = 2, T = 1 by hand: p1 = (1, 0), p2 = (1/2, 1/2)
-    # w ∝ (2, 1.5) -> (8/7, 6/7); C = [[8/7 + 3/14, 3/14], [3/14, 3/14]]
-    # rows normalised: [[19/22, 3/22], [1/2, 1/2]] -> loss = (3/22 + 1/2) / 2 = 7/22
-    logits = torch.tensor([[100.0, 0.0], [0.0, 0.0]])
-    assert MinimumClassConfusionLoss(temperature=1.0)(logits).item() == pytest.approx(7 / 22)
     rng = np.random.RandomState(3)
     logits = rng.randn(7, 4) * 3
     got = mcc(torch.from_numpy(logits)).item()
@@ -397,6 +618,10 @@ def test_multilinear_maps_shapes_and_values():
     cdan = ConditionalDomainAdversarialLoss(5, 4, randomized=True, randomized_dim=64, hidden=16)
     assert cdan.discriminator[0].in_features == 64
     assert ConditionalDomainAdversarialLoss(5, 4, hidden=16).discriminator[0].in_features == 20
+    # The registry entry randomizes above D·K = 4096, as the paper advises.
+    assert create_alignment("cdan", features=65, classes=64, max_steps=1, hidden=8).randomized
+    assert not create_alignment("cdan", features=64, classes=64, max_steps=1, hidden=8,
+                                randomized=False).randomized
 
 
 def test_cdan_entropy_weights_and_per_domain_normalisation():
@@ -436,6 +661,9 @@ def test_cdan_gradient_reaches_features_not_predictions():
     assert f_s.grad.abs().sum() > 0 and f_t.grad.abs().sum() > 0
     with pytest.raises(DataError, match="logits of shape"):
         cdan(torch.randn(6, 2), f_s, g_t, f_t)
+    # The registry's entry takes the family call and keeps the plain loss's state keys.
+    family = create_alignment("cdan", features=4, classes=3, max_steps=10, hidden=16)
+    assert family.state_dict().keys() == cdan.state_dict().keys()
 
 
 # --------------------------------------------------------------------------- validators
