@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="tlroutes-effnet-")
         folder = Path(tmp.name) / "run"
     try:
-        summary = run(spec, folder, progress=False)
+        summary = run(spec, folder, progress=False).to_dict()  # the summary.json form
         wall = time.perf_counter() - t0
         seeds = list(range(spec.seed, spec.seed + spec.seeds))
         diag = bn_diagnostic(spec, folder, seeds) if args.bn_diagnostic else None

@@ -224,7 +224,7 @@ def route_timing(args: argparse.Namespace, epochs: int) -> dict[str, dict[str, f
             lines = [json.loads(s) for s in
                      (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
         per_epoch = statistics.median(r["time_s"] for r in lines if r["stage"] == "probe")
-        metric = next(iter(summary["metrics"].items()))
+        metric = next(iter(summary.metrics.items()))
         results["cached" if cache else "recompute"] = {
             "wall": wall, "epoch": per_epoch, "metric": metric[1], "metric_name": metric[0]}
         print(f"  route cache_features={str(cache).lower():<5}: run {wall:.1f}s, probe epoch "
