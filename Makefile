@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "torch==2.13.0" \
 		|| $(BIN)/python -m pip install --quiet "torch>=2.2,<3"
-	$(BIN)/python -m pip install --quiet -e ".[dev,vision,text,lora,ray,tensorboard,mlflow]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,vision,text,lora,ray,tensorboard,mlflow,torchjd]"
 	touch $(STAMP)
 
 setup: $(STAMP)

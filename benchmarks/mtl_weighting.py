@@ -40,9 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlroutes.objectives.weighting import create_weighting
-
-GRADIENT_METHODS = ("pcgrad", "mgda", "cagrad", "nash_mtl")
+from tlroutes.objectives.mtl import WEIGHTINGS, GradientWeighting, create_weighting
 
 # (label, factory name, constructor kwargs, pass shared_features)
 VARIANTS: list[tuple[str, str, dict, bool]] = [
@@ -91,7 +89,7 @@ def make_steps(num_tasks: int, width: int, batch: int, seed: int = 0):
         opt.step()
 
     def weighted(name: str, kwargs: dict, features: bool) -> Callable[[], None]:
-        weighting = create_weighting(name, num_tasks, **kwargs)
+        weighting = create_weighting(name, num_tasks=num_tasks, **kwargs)
         own = list(weighting.parameters())
         wopt = torch.optim.AdamW(own, lr=1e-3) if own else None
 
@@ -180,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if 4 in results:
         print("\nTarget: <= 2x at K = 4 for the gradient-manipulating methods:")
         for label, name, _, _ in VARIANTS:
-            if name in GRADIENT_METHODS:
+            if issubclass(WEIGHTINGS.get(name), GradientWeighting):  # gradient-manipulating
                 med = statistics.median(results[4][label])
                 print(f"  {label:22s} {med:5.2f}x  {'met' if med <= 2.0 else 'NOT met'}")
     return 0

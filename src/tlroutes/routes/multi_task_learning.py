@@ -16,7 +16,9 @@ Recipe:
    small task's baseline with a fraction of the joint model's steps.
 3. ``joint``: a shared stem and trunk, one head per task (classification, multilabel and
    regression mixed freely); the task losses are combined by a weighting (``weighting``: ew,
-   uw, dwa, gradnorm, pcgrad, mgda, cagrad, nash_mtl, rlw); selection on validation Δm.
+   uw, dwa, gradnorm, pcgrad, mgda, cagrad, nash_mtl, rlw, or TorchJD's upgrad, dualproj,
+   imtl_g, aligned_mtl, fairgrad with the torchjd extra; see :mod:`tlroutes.objectives.mtl`);
+   selection on validation Δm.
 4. Reported: each task's test metrics, the single-task baselines', and
    Δm = (1/K) Σ_k (−1)^{l_k} (M_k − B_k) / B_k × 100 (l_k = 1 when lower is better; Maninis et
    al., CVPR 2019).
@@ -28,15 +30,21 @@ import math
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
 from tlroutes.config import RunSpec, TrainSpec
 from tlroutes.errors import ConfigError, DataError
 from tlroutes.matrix import Route, route_for
 from tlroutes.model import TransferModel, build_model
+from tlroutes.objectives.mtl import (
+    available_weightings,
+    check_weighting_args,
+    create_weighting,
+    weighting_info,
+    weighting_name,
+)
 from tlroutes.objectives.tasks import primary_metric, task_loss, task_metrics
-from tlroutes.objectives.weighting import create_weighting
 from tlroutes.problem import Problem, Split, Task
 from tlroutes.routes.common import (
     RecipeSpec,
@@ -55,7 +63,6 @@ if TYPE_CHECKING:
     from tlroutes.measure.evidence import Evidence
 
 ROUTE = Route.MULTI_TASK_LEARNING
-GRADIENT_METHODS = ("gradnorm", "pcgrad", "mgda", "cagrad", "nash_mtl")
 
 
 class Recipe(RecipeSpec):
@@ -64,12 +71,26 @@ class Recipe(RecipeSpec):
     weighting: str = Field(
         "ew", description="How task losses combine: 'ew' (equal, default), 'uw' (uncertainty), "
         "'dwa', 'gradnorm', 'pcgrad', 'mgda' (with the MGDA-UB bound), 'cagrad', 'nash_mtl', "
-        "'rlw' (random loss weighting).",
+        "'rlw' (random loss weighting); with the torchjd extra also TorchJD's 'upgrad', "
+        "'dualproj', 'imtl_g', 'aligned_mtl', 'fairgrad'.",
     )
     weighting_args: dict[str, Any] = Field(
         default_factory=dict, description="Arguments of the weighting (e.g. {c: 0.4} for "
         "cagrad). Default {}.",
     )
+
+    @field_validator("weighting")
+    @classmethod
+    def _registered_weighting(cls, name: str) -> str:
+        # the registry's own name check: unknown names get the nearest registered one
+        return weighting_name(name)
+
+    @field_validator("weighting_args")
+    @classmethod
+    def _accepted_args(cls, args: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "weighting" in info.data:  # absent when the name itself was refused
+            check_weighting_args(info.data["weighting"], args)
+        return args
 
 
 class Joined:
@@ -143,9 +164,11 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     problems = {name: load(d, spec.seed, name) for name, d in spec.problems.items()}
     _require_fit(problems)
     overlap = drop_cross_task_overlap(problems)
-    if trainer.fabric.world_size > 1 and recipe.weighting in GRADIENT_METHODS:
+    if trainer.fabric.world_size > 1 and weighting_info(recipe.weighting).gradient_based:
+        plain = [n for n in available_weightings() if not weighting_info(n).gradient_based]
         raise ConfigError(f"weighting '{recipe.weighting}' combines per-task gradients in one "
-                          "process; run it with hardware.devices: 1, or use ew, uw, dwa or rlw.")
+                          "process; run it with hardware.devices: 1, or use "
+                          f"{', '.join(plain)}.")
     tasks = {name: p.task for name, p in problems.items()}
     joined = Joined(tasks)
     splits = {s: joined.pack(_groups(problems, s)) for s in ("train", "val", "test")}
@@ -172,7 +195,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
     m = spec.model
     model = build_model({"input": first.domain}, tasks, m.trunk, m.trunk_args, m.stem,
                         m.stem_args)
-    weighting = create_weighting(recipe.weighting, len(tasks), **recipe.weighting_args)
+    weighting = create_weighting(recipe.weighting, num_tasks=len(tasks),
+                                 **recipe.weighting_args)
     step = MultiTaskStep(model, joined, weighting)
     reference = None if baseline is None else {n: b["val"] for n, b in baseline.items()}
     trainer.fit(stage(
