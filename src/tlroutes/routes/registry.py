@@ -24,6 +24,11 @@ fast.
                        ``stages`` → words
 =====================  ==================================================================
 
+Every built-in route has all eight (a test checks). A plug-in must have the first four; the
+prose and advice (the last four) it may leave out, and then borrows those of the built-in route
+of its cell: the planner and ``tlroutes routes --explain`` speak of cells, so they only ever ask
+the built-in routes.
+
 Optional: ``REPORT_FILES`` (``{file: why it matters}``, files relative to the first seed's folder
 that a finished run holds and the report reads, e.g. ``{"features.npz": ...}``; the report lists
 any that are missing) and ``TITLE`` (the display name, default ``ROUTE.title``).
@@ -48,9 +53,8 @@ from tlroutes.matrix import Route
 
 #: Module attributes every route must have.
 REQUIRED: tuple[str, ...] = ("ROUTE", "Recipe", "run", "report_blocks")
-#: Module attributes of the protocol whose absence is tolerated while they are being added to
-#: every route (the planner and ``tlroutes routes --explain`` need them).
-PENDING: tuple[str, ...] = ("recommend", "EXPLANATION", "EXAMPLE", "SHARING")
+#: Module attributes of the protocol a plug-in may leave to the built-in route of its cell.
+OPTIONAL_FOR_PLUG_INS: tuple[str, ...] = ("recommend", "EXPLANATION", "EXAMPLE", "SHARING")
 
 # name → the module, or its dotted path until first use (lazy import).
 _ROUTES: dict[str, ModuleType | str] = {
@@ -144,7 +148,8 @@ def check_route(module: ModuleType, name: str) -> None:
     if missing:
         raise ConfigError(
             f"Route '{name}' ({module.__name__}) lacks {', '.join(missing)}. A route module "
-            f"defines {', '.join(REQUIRED + PENDING)} (see tlroutes.routes.registry).")
+            f"defines {', '.join(REQUIRED + OPTIONAL_FOR_PLUG_INS)} (see "
+            "tlroutes.routes.registry).")
     if not isinstance(module.ROUTE, Route):
         raise ConfigError(f"Route '{name}': ROUTE must be a tlroutes.matrix.Route (its cube "
                           f"cell), not {module.ROUTE!r}.")
