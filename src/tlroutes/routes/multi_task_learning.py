@@ -46,6 +46,15 @@ from tlroutes.objectives.mtl import (
 )
 from tlroutes.objectives.tasks import primary_metric, task_loss, task_metrics
 from tlroutes.problem import Problem, Split, Task
+from tlroutes.reporting.collect import RunData
+from tlroutes.reporting.details import details_blocks
+from tlroutes.reporting.document import Block, Cell, Notice, Table, Text
+from tlroutes.reporting.tables import (
+    NEGATIVE,
+    fmt_values,
+    higher_is_better,
+    seed_values,
+)
 from tlroutes.routes.common import (
     RecipeSpec,
     build,
@@ -57,6 +66,7 @@ from tlroutes.routes.common import (
     summarise,
     supervised_stage,
 )
+from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer, evaluate_split
 
 if TYPE_CHECKING:
@@ -155,7 +165,7 @@ class MultiTaskStep(nn.Module):
         return total, {f"weight_{n}": weights[i] for i, n in enumerate(self.joined.tasks)}
 
 
-def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
     if len(spec.problems) < 2:
         raise ConfigError("Multi-Task Learning needs at least two tasks under `problems:`, e.g. "
@@ -214,9 +224,9 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> dict[str, Any]:
                         carried_over="stem and trunk shared; one head per task",
                         per_task=per_task, per_task_baseline=test_reference,
                         weighting=recipe.weighting, delta_m=delta,
-                        cross_task_overlap=overlap, baseline_epochs=baseline_epochs)
-    summary["metric_note"] = ("metrics.delta_m: Δm in percent against the single-task "
-                              "baselines the run trained itself (positive = multi-task helps)")
+                        cross_task_overlap=overlap, baseline_epochs=baseline_epochs,
+                        metric_note="metrics.delta_m: Δm in percent against the single-task "
+                        "baselines the run trained itself (positive = multi-task helps)")
     return summary
 
 
@@ -377,3 +387,50 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
     if not few:
         recipe["weighting_args"] = {"upper_bound": True}
     return recipe, why
+
+
+# --------------------------------------------------------------------------------------------------
+# Report (the report's route section; see tlroutes.routes.registry for the protocol)
+# --------------------------------------------------------------------------------------------------
+
+
+def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
+    """The report's route section: each task against its single-task baseline, and Δm.
+
+    Args:
+        run: what the run folder holds.
+        tsne: unused (this route draws no feature maps). Default True.
+    """
+    s = run.summary
+    if s is None:
+        return details_blocks(run)
+    rows = []
+    for task, metrics in (s.details.get("per_task") or {}).items():
+        for i, name in enumerate(metrics):
+            mine = seed_values(s, "per_task", task, name)
+            base = seed_values(s, "per_task_baseline", task, name)
+            change, style = "-", ""
+            if mine and base:
+                diff = [a - b for a, b in zip(mine, base, strict=False)]
+                signed = [d if higher_is_better(name) else -d for d in diff]
+                change = fmt_values(signed, sign=True)
+                style = "bad" if sum(signed) < 0 else "good"
+            rows.append([task if i == 0 else "", name, Cell(fmt_values(mine), "strong"),
+                         fmt_values(base), Cell(change, style if i == 0 else "")])
+    blocks: list[Block] = [Table(
+        ["task", "metric", "multi-task", "single-task baseline", "better by"], rows,
+        id="per-task", caption="Test metrics per task; 'better by' is signed so that positive "
+        "means the multi-task model is better.")]
+    delta = seed_values(s, "delta_m")
+    if delta:
+        bad = sum(delta) < 0
+        what = "multi-task learning hurt on average" if bad else "multi-task learning helped"
+        blocks.append(Notice(
+            f"**Δm = {fmt_values(delta, digits=2, sign=True)} %** ({what}): the mean relative "
+            "change of each task's primary metric against its single-task baseline, signed so "
+            "that positive is better." + (f" **{NEGATIVE}**." if bad else ""),
+            "bad" if bad else "good"))
+    if s.details.get("weighting"):
+        blocks.append(Text(f"Task weighting: **{s.details['weighting']}**."))
+    return blocks + details_blocks(run, shown={"per_task", "per_task_baseline", "delta_m",
+                                               "weighting"})
