@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
-from tlroutes.config import DataSpec, RunSpec, load_run_file, parse_run
+from tlroutes.config import DataSpec, RunSpec, as_run_spec, load_run_file
 from tlroutes.errors import ConfigError, did_you_mean
 from tlroutes.measure.domain import DomainEvidence, compare_domains
 from tlroutes.measure.task import TaskEvidence, compare_tasks
@@ -158,12 +158,10 @@ def _problems(first: DataLike, second: DataLike | None, seed: int,
 
 
 def _as_run(obj: DataLike) -> RunSpec | None:
-    if isinstance(obj, RunSpec):
-        return obj
-    if isinstance(obj, (str, Path)) and str(obj).endswith((".yaml", ".yml")):
-        return load_run_file(obj)
-    if isinstance(obj, Mapping) and "route" in obj:
-        return parse_run(dict(obj))
+    """``obj`` as a run when it is one (a spec, a YAML path, a mapping with ``route``)."""
+    is_file = isinstance(obj, (str, Path)) and str(obj).endswith((".yaml", ".yml"))
+    if isinstance(obj, RunSpec) or is_file or (isinstance(obj, Mapping) and "route" in obj):
+        return as_run_spec(obj)
     return None
 
 
