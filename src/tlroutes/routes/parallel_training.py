@@ -103,8 +103,8 @@ class Recipe(RecipeSpec):
 
 
 def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
-    """Run the recipe; returns the summary (see :func:`tlroutes.train.parallel.summarise_jobs`,
-    whose JSON form is read into a :class:`Summary`: the jobs and the backend are details)."""
+    """Run the recipe; returns the summary (see :func:`tlroutes.train.parallel.summarise_jobs`:
+    the jobs and the backend are its details)."""
     if not recipe.jobs:
         raise ConfigError(EMPTY_JOBS)
     if trainer.fabric.world_size > 1:
@@ -129,9 +129,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
             "recipe.sequential_baseline: true to measure it and the wall-time speedup")
     defaults = RunSpec(route=spec.route)
     ignored = [k for k in UNUSED if getattr(spec, k) != getattr(defaults, k)]
-    return Summary.from_dict(summarise_jobs(ROUTE.value, ROUTE.title, outcome, baseline,
-                                            baseline_note=note,
-                                            **({"ignored": ignored} if ignored else {})))
+    return summarise_jobs(ROUTE.value, ROUTE.title, outcome, baseline, baseline_note=note,
+                          **({"ignored": ignored} if ignored else {}))
 
 
 # --------------------------------------------------------------------------------------------------

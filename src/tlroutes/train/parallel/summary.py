@@ -1,4 +1,4 @@
-"""The ``summary.json`` of a Parallel Training run: means over the jobs, each job's result."""
+"""The summary of a Parallel Training run: means over the jobs, each job's result."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tlroutes.errors import TLRoutesError
+from tlroutes.summary import Summary
 from tlroutes.train.parallel.jobs import JobResult, Outcome
 
 
@@ -23,16 +24,18 @@ def aggregate_metrics(results: Mapping[str, JobResult]) -> dict[str, float]:
 
 
 def summarise_jobs(route_id: str, route_title: str, outcome: Outcome,
-                   baseline: Outcome | None = None, **extra: Any) -> dict[str, Any]:
-    """The ``summary.json`` of a Parallel Training run.
+                   baseline: Outcome | None = None, **extra: Any) -> Summary:
+    """The :class:`~tlroutes.summary.Summary` of a Parallel Training run.
 
     ``metrics`` holds ``mean_<metric>`` over the finished jobs whose primary metric it is (a
     mean of accuracies, a mean of MSEs …) and the counts ``jobs_ok``/``jobs_failed``; the
-    primary metric is the mean shared by the most jobs. ``jobs`` has every job's own result,
-    ``failed`` each failed job's cause, ``also`` each finished job's primary metric (the table's
+    primary metric is the mean shared by the most jobs. The details: ``jobs`` has every job's
+    own result, ``failed`` each failed job's cause, ``backend``, ``backend_reason`` and
+    ``wall_time_s`` the run's; ``also`` holds each finished job's primary metric (the table's
     "also measured"). With a ``baseline`` (the same jobs one after another): its ``metrics``,
     ``gain`` (the signed change of the primary mean: about 0, nothing being shared), each job's
-    ``baseline_metrics`` and ``gain``, and the wall-time ``speedup``.
+    ``baseline_metrics`` and ``gain``, and the details ``sequential_wall_time_s`` and
+    ``speedup``. ``extra`` sets summary fields (e.g. ``baseline_note``) or adds details.
 
     Raises :class:`TLRoutesError` naming every cause when no job finished.
     """
@@ -66,26 +69,23 @@ def summarise_jobs(route_id: str, route_title: str, outcome: Outcome,
     shared = f"nothing: {len(results)} separate models ({outcome.plan.backend})"
     if failed:
         shared += f"; failed: {', '.join(failed)}"
-    summary: dict[str, Any] = {
-        "route": route_id,
-        "route_title": route_title,
-        "primary_metric": primary,
-        "higher_is_better": higher,
-        "metrics": metrics,
-        "baseline": base,
-        "gain": gain,
-        "negative_transfer": None,
-        "carried_over": shared,
+    details: dict[str, Any] = {
         "backend": outcome.plan.backend,
         "backend_reason": outcome.plan.reason,
         "wall_time_s": outcome.wall_time_s,
         "jobs": jobs,
         "failed": failed,
-        "also": {f"{n} {r.primary_metric}": r.metrics[r.primary_metric]
-                 for n, r in results.items() if r.ok},
     }
     if baseline is not None:
-        summary["sequential_wall_time_s"] = baseline.wall_time_s
-        summary["speedup"] = baseline.wall_time_s / max(outcome.wall_time_s, 1e-9)
-    summary.update(extra)
-    return summary
+        details["sequential_wall_time_s"] = baseline.wall_time_s
+        details["speedup"] = baseline.wall_time_s / max(outcome.wall_time_s, 1e-9)
+    return Summary(
+        route=route_id, title=route_title, primary_metric=primary, higher_is_better=higher,
+        metrics=metrics, baseline=base, gain=gain, carried_over=shared,
+        also={f"{n} {r.primary_metric}": r.metrics[r.primary_metric]
+              for n, r in results.items() if r.ok},
+        # The common fields a caller sets (baseline_note …) go to the fields, the rest to
+        # the route's details.
+        **{k: v for k, v in extra.items() if k in Summary.model_fields},
+        details={**details, **{k: v for k, v in extra.items() if k not in Summary.model_fields}},
+    )
