@@ -148,13 +148,19 @@ KNOWN_ANSWERS = [
     # g2' = g2 + g1 = (0, 1); d = (½, 3/2) = 2 g1 + 3/2 g2
     Row("pcgrad", [[1, 0], [-1, 1]], d=[Fr(1, 2), Fr(3, 2)], weights=[2, Fr(3, 2)],
         why="conflict"),
-    Row("pcgrad", [[1, 0], [0, 2]], d=[1, 2], weights=[1, 1], why="no-conflict"),
+    # g1·g2 = 1 > 0: nothing to project, d = g1 + g2
+    Row("pcgrad", [[1, 0], [1, 2]], d=[2, 2], weights=[1, 1], why="no-conflict"),
     # MGDA: ‖γ(1,0) + (1−γ)(0,2)‖² = γ² + 4(1−γ)² is least at γ = 4/5
     Row("mgda", [[1, 0], [0, 2]], d=[Fr(4, 5), Fr(2, 5)], weights=[Fr(4, 5), Fr(1, 5)],
         why="orthogonal"),
     # the min-norm point (½, ½) lies on the edge of the first two gradients
     Row("mgda", [[1, 0], [0, 1], [1, 1]], d=[Fr(1, 2), Fr(1, 2)], weights=[Fr(1, 2), Fr(1, 2), 0],
         why="edge"),
+    # on the edge g1–g3: ‖γ(−2, −2) + (1−γ)(0, 2)‖² = 20γ² − 16γ + 4 is least at γ = 2/5, and
+    # d = (−4/5, 2/5) satisfies d·g2 = 8/5 ≥ ‖d‖² = 4/5 (the solver passes through a vertex set
+    # whose affine minimiser leaves the simplex and drops a vertex on the way)
+    Row("mgda", [[-2, -2], [-2, 0], [0, 2]], d=[Fr(-4, 5), Fr(2, 5)],
+        weights=[Fr(2, 5), 0, Fr(3, 5)], why="drop"),
     # g2 = 2 g1: the nearest point is the vertex g1
     Row("mgda", [[1, 0], [2, 0]], d=[1, 0], weights=[1, 0], why="vertex"),
     # strongly conflicting (g1·g3 = −21.5, g2·g3 = −149): g_k = e3 + v_k with v_k ⟂ e3 and
@@ -176,10 +182,15 @@ KNOWN_ANSWERS = [
     Row("nash_mtl", [[1, 0], [0, 2]], d=[1, 1], weights=[1, Fr(1, 2)],
         tol=1e-8),  # the ridge 1e-8 on the cosine matrix moves α by ridge/2
     # TorchJD's aggregators (values against TorchJD itself are in test_torchjd_values)
-    # UPGrad, orthogonal gradients: nothing to project, d = mean
-    Row("upgrad", [[1, 0], [0, 2]], d=[Fr(1, 2), 1], weights=[Fr(1, 2), Fr(1, 2)]),
-    # DualProj, conflicting gradients (g1·g2 = −1) whose mean (½, 1) conflicts with neither
-    Row("dualproj", [[2, 1], [-1, 1]], d=[Fr(1, 2), 1], weights=[Fr(1, 2), Fr(1, 2)]),
+    # TorchJD's projector solves its QP on G/tr(G) + 1e-4·I, which moves the exact weights below
+    # by up to 6e-4 (DualProj: v1 = 1/(1 + 6·1e-4)); hence tol = 1e-3, far below the gaps to any
+    # other method's answer (≥ 0.1 here).
+    # UPGrad, g1 = (1, 0), g2 = (−1, 1): π(g1) = g1 + ½ g2 = (½, ½), π(g2) = g2 + g1 = (0, 1),
+    # d = mean = (¼, ¾) = 1·g1 + ¾·g2
+    Row("upgrad", [[1, 0], [-1, 1]], d=[Fr(1, 4), Fr(3, 4)], weights=[1, Fr(3, 4)], tol=1e-3),
+    # DualProj, g1 = (1, 0), g2 = (−2, 1): the mean (−½, ½) conflicts with g1; its projection on
+    # the cone {y1 ≥ 0, y2 ≥ 2 y1} is (0, ½) = 1·g1 + ½·g2
+    Row("dualproj", [[1, 0], [-2, 1]], d=[0, Fr(1, 2)], weights=[1, Fr(1, 2)], tol=1e-3),
     # IMTL-G: α ∝ M⁻¹(‖g1‖, ‖g2‖) = (1, ½) → α = (⅔, ⅓), d = (⅔, ⅔): equal projections
     Row("imtl_g", [[1, 0], [0, 2]], d=[Fr(2, 3), Fr(2, 3)], weights=[Fr(2, 3), Fr(1, 3)]),
     # Aligned-MTL: eigenvalues (4, 1), B = √1 · diag(1, ½), α = B (½, ½) = (½, ¼)
