@@ -1,4 +1,4 @@
-"""Each route module owns its prose (EXPLANATION, EXAMPLE, SHARING) and its plan advice."""
+"""Each route module owns its prose (PROSE: explanation, example, sharing) and its plan advice."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from rich.console import Console
 
 import tlroutes.cli
 from tlroutes.matrix import Route
-from tlroutes.routes.registry import get_route, list_routes
-
-SHARING_PARTS = {"stems", "trunk", "heads", "stages"}
+from tlroutes.routes.registry import RouteProse, Sharing, get_route, list_routes
 
 
 def _module(route: Route) -> ModuleType:
@@ -24,18 +22,21 @@ def test_every_registered_route_module_has_prose_and_advice(name):
     module = get_route(name)
     assert callable(module.recommend)
     assert module.recommend.__doc__
-    assert isinstance(module.EXPLANATION, str) and module.EXPLANATION.strip().endswith(".")
-    assert isinstance(module.EXAMPLE, str) and module.EXAMPLE.strip()
-    assert set(module.SHARING) == SHARING_PARTS
-    assert all(isinstance(v, str) and v for v in module.SHARING.values())
+    prose = module.PROSE
+    assert isinstance(prose, RouteProse) and isinstance(prose.sharing, Sharing)
+    assert isinstance(prose.explanation, str) and prose.explanation.strip().endswith(".")
+    assert isinstance(prose.example, str) and prose.example.strip()
+    assert [part for part, _ in prose.sharing.rows()] == ["stems", "trunk", "heads", "stages"]
+    assert all(isinstance(v, str) and v for _, v in prose.sharing.rows())
 
 
 def test_prose_matches_the_design():
     # Spot checks against DESIGN.md's sharing table and example list.
-    assert _module(Route.WEIGHT_SHARING).SHARING["stems"] == "one per domain"
-    assert _module(Route.MULTI_TASK_LEARNING).SHARING["heads"] == "one per task"
-    assert _module(Route.PARALLEL_TRAINING).SHARING["stages"] == "concurrent, independent"
-    assert _module(Route.TASK_FINE_TUNING).EXAMPLE == "ImageNet classifier → dog-breed classifier"
+    assert _module(Route.WEIGHT_SHARING).PROSE.sharing.stems == "one per domain"
+    assert _module(Route.MULTI_TASK_LEARNING).PROSE.sharing.heads == "one per task"
+    assert _module(Route.PARALLEL_TRAINING).PROSE.sharing.stages == "concurrent, independent"
+    assert (_module(Route.TASK_FINE_TUNING).PROSE.example
+            == "ImageNet classifier → dog-breed classifier")
 
 
 def test_routes_explain_prints_each_routes_prose(monkeypatch):
@@ -46,8 +47,8 @@ def test_routes_explain_prints_each_routes_prose(monkeypatch):
     text = console.export_text()
     for route in Route:
         assert route.title in text
-        assert _module(route).EXAMPLE in text
-        assert _module(route).EXPLANATION in text
+        assert _module(route).PROSE.example in text
+        assert _module(route).PROSE.explanation in text
 
 
 def _problems(*sizes: int, outputs: int = 10) -> dict[str, SimpleNamespace]:

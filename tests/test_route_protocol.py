@@ -106,8 +106,7 @@ def test_every_built_in_route_follows_the_protocol():
     for name in list_routes():
         module = get_route(name)
         assert module.ROUTE.value == name
-        for attr in ("Recipe", "run", "report_blocks", "recommend", "EXPLANATION", "EXAMPLE",
-                     "SHARING"):
+        for attr in ("Recipe", "run", "report_blocks", "recommend", "PROSE"):
             assert hasattr(module, attr), (name, attr)
         assert list(inspect.signature(module.report_blocks).parameters) == ["run", "tsne"]
         assert inspect.signature(module.report_blocks).parameters["tsne"].kind is \
@@ -124,6 +123,20 @@ def test_registry_errors_say_what_to_do():
         register_route("half", ModuleType("half"))
     with pytest.raises(ConfigError, match="built-in"):
         unregister_route("task_fine_tuning")
+
+
+def test_a_plug_in_without_prose_borrows_its_cells(toy, monkeypatch):
+    from tlroutes.routes.explain import explain_table
+    from tlroutes.routes.registry import RouteProse, prose_of
+
+    assert prose_of(toy_route) is toy_route.PROSE
+    monkeypatch.delattr(toy_route, "PROSE")
+    assert prose_of(toy_route) is get_route("task_fine_tuning").PROSE
+    assert explain_table().row_count == len(list_routes())
+    monkeypatch.setattr(toy_route, "PROSE", {"explanation": "words"}, raising=False)
+    with pytest.raises(ConfigError, match="PROSE must be a tlroutes.routes.registry.RouteProse"):
+        register_route("toy", toy_route, replace=True)
+    assert isinstance(get_route("task_fine_tuning").PROSE, RouteProse)
 
 
 def test_public_api_is_the_real_functions():

@@ -14,6 +14,7 @@ from tlroutes.reporting.collect import RunData
 from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block, Text
 from tlroutes.routes.common import RecipeSpec, summarise
+from tlroutes.routes.registry import RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
 
@@ -50,6 +51,5 @@ def recommend(problems, evidence, warnings):
     return {}, {}
 
 
-EXPLANATION = "A toy recipe in the Task Fine-Tuning cell, for tests."
-EXAMPLE = "nothing → nothing"
-SHARING = {"stems": "none", "trunk": "none", "heads": "none", "stages": "none"}
+PROSE = RouteProse("A toy recipe in the Task Fine-Tuning cell, for tests.", "nothing → nothing",
+                   Sharing(stems="none", trunk="none", heads="none", stages="none"))

@@ -14,10 +14,8 @@ from tlroutes.reporting import plots
 from tlroutes.reporting.collect import RunData, collect
 from tlroutes.reporting.document import Cell, Code, Document, Image, Notice, Section, Table, Text
 from tlroutes.reporting.tables import NEGATIVE, fmt, fmt_spread, fmt_values, gain_text, seed_values
-from tlroutes.routes.registry import get_route, title_of
+from tlroutes.routes.registry import get_route, prose_of, title_of
 from tlroutes.summary import Summary
-
-SHARING_PARTS = ("stems", "trunk", "heads", "stages")
 
 
 def read_run(run_dir) -> tuple[RunData, ModuleType]:
@@ -64,12 +62,9 @@ def build_document(run: RunData, module: ModuleType, *, tsne: bool = True) -> Do
 
 def _cube(run: RunData, module: ModuleType) -> Section:
     route = run.route
-    # SHARING and EXPLANATION are the route module's own; a plug-in without them borrows the
-    # words of the built-in route of its cube cell.
-    cell = get_route(route)
-    sharing = getattr(module, "SHARING", None) or cell.SHARING
-    explanation = getattr(module, "EXPLANATION", None) or cell.EXPLANATION
-    rows = [[part, sharing.get(part, "-")] for part in SHARING_PARTS]
+    # The route module's own prose; a plug-in without it borrows its cube cell's.
+    prose = prose_of(module)
+    rows: list[list[str | Cell]] = [[part, words] for part, words in prose.sharing.rows()]
     if run.summary is not None and run.summary.carried_over:
         rows.append([Cell("this run carried over / shared", "strong"),
                      Cell(run.summary.carried_over, "strong")])
@@ -77,7 +72,7 @@ def _cube(run: RunData, module: ModuleType) -> Section:
         Image("cube.png", plots.cube_png(route), f"the eight routes, {route.title} highlighted",
               id="cube-picture", width=720),
         Text(f"**{title_of(module)}** (task {route.task}, domain {route.domain}, "
-             f"{route.order}): {explanation}"),
+             f"{route.order}): {prose.explanation}"),
         Table(["part", "what the two problems share"], rows, id="sharing"),
     ])
 

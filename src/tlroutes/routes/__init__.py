@@ -1,7 +1,7 @@
 """Route recipes: one short file per route, found through the route registry.
 
 Each route module follows the route protocol (``ROUTE``, ``Recipe``, ``run``, ``report_blocks``,
-``recommend``, ``EXPLANATION``, ``EXAMPLE``, ``SHARING``; see :mod:`tlroutes.routes.registry`).
+``recommend``, ``PROSE``; see :mod:`tlroutes.routes.registry`).
 The runner, planner and report dispatch through :func:`get_route`; a plug-in route is one module
 plus one :func:`register_route` call.
 """

@@ -32,18 +32,11 @@ from tlroutes.reporting.collect import RunData
 from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block, Cell, Code, Notice, Table, Text
 from tlroutes.reporting.tables import NEGATIVE, fmt_values, seed_values
-from tlroutes.routes.common import (
-    RecipeSpec,
-    build,
-    evaluate,
-    load,
-    require_same_cell,
-    stage,
-    summarise,
-    supervised_stage,
-)
+from tlroutes.routes.common import RecipeSpec, require_same_cell, summarise
+from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
+from tlroutes.train.from_spec import build, evaluate, load, stage, supervised_stage
 from tlroutes.train.seeding import derive_seed
 from tlroutes.train.steps import SupervisedStep
 
@@ -152,37 +145,22 @@ def _mean(per_source: dict[str, dict[str, float]], key: str) -> float:
 # Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
 # --------------------------------------------------------------------------------------------------
 
-EXPLANATION = (
+PROSE = RouteProse(
     "Train on two datasets of the same task and domain at once, as if they were one larger "
-    "dataset."
+    "dataset.",
+    example="ImageNet + scraped images",
+    sharing=Sharing(stems="one, shared", trunk="shared", heads="one, shared",
+                    stages="one joint stage"),
 )
-"""What the route does, in one or two sentences."""
-EXAMPLE = "ImageNet + scraped images"
-"""A one-line example of a project on this route."""
-SHARING: dict[str, str] = {
-    "stems": "one, shared",
-    "trunk": "shared",
-    "heads": "one, shared",
-    "stages": "one joint stage",
-}
-"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
 
 BALANCE_ABOVE = 2.0
 """Ratio of the largest to the smallest training set above which the plan samples equally."""
 
 
 def recommend(problems: dict[str, Problem], evidence: Evidence | None,
-              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The plan's recipe advice: balanced or proportional mixing by size; drop duplicates.
-
-    Args:
-        problems: the run's problems by name; their training sizes choose the mixing.
-        evidence: the measurements (unused).
-        warnings: the plan's cautions (left as they are).
-
-    Returns:
-        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
-    """
+              warnings: list[str]) -> Advice:
+    """The plan's advice: balanced or proportional mixing by the training sizes;
+    drop duplicates."""
     sizes = [len(p.train) for p in problems.values()]
     balanced = max(sizes) > BALANCE_ABOVE * min(sizes)
     recipe: dict[str, Any] = {"mixing": "balanced" if balanced else "proportional",
@@ -202,12 +180,7 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
 
 
 def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
-    """The report's route section: each source merged against alone, and the leakage report.
-
-    Args:
-        run: what the run folder holds.
-        tsne: unused (this route draws no feature maps). Default True.
-    """
+    """The report's route section: each source merged against alone, and the leakage report."""
     s = run.summary
     if s is None:
         return details_blocks(run)

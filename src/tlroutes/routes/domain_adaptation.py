@@ -44,19 +44,11 @@ from tlroutes.problem import Problem, Split, Task
 from tlroutes.reporting.collect import RunData
 from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block, Image, Notice, Text
-from tlroutes.routes.common import (
-    RecipeSpec,
-    build,
-    evaluate,
-    load,
-    require_fit,
-    stage,
-    stream,
-    summarise,
-    supervised_stage,
-)
+from tlroutes.routes.common import RecipeSpec, require_fit, summarise
+from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer, evaluate_split
+from tlroutes.train.from_spec import build, evaluate, load, stage, stream, supervised_stage
 from tlroutes.train.seeding import derive_seed
 
 if TYPE_CHECKING:
@@ -297,36 +289,20 @@ def _save_features(path: Path, source: Problem, target: Problem, before: np.ndar
 # Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
 # --------------------------------------------------------------------------------------------------
 
-EXPLANATION = (
+PROSE = RouteProse(
     "Keep the task but move to a new domain given by a second dataset; the trunk is aligned "
     "across domains, with target labels (supervised) or without them (unsupervised: DANN, CORAL, "
-    "MMD …)."
+    "MMD …).",
+    example="ImageNet classifier → healthy/sick x-ray classifier",
+    sharing=Sharing(stems="carried over", trunk="carried over, aligned across domains",
+                    heads="carried over", stages="source → target"),
 )
-"""What the route does, in one or two sentences."""
-EXAMPLE = "ImageNet classifier → healthy/sick x-ray classifier"
-"""A one-line example of a project on this route."""
-SHARING: dict[str, str] = {
-    "stems": "carried over",
-    "trunk": "carried over, aligned across domains",
-    "heads": "carried over",
-    "stages": "source → target",
-}
-"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
 
 
 def recommend(problems: dict[str, Problem], evidence: Evidence | None,
-              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The plan's recipe advice: MCC alignment with label-free checkpoint selection.
-
-    Args:
-        problems: the run's problems by name (unused: the advice is the same for every pair).
-        evidence: the measurements; when a pair's class proportions differ (χ² test,
-            p < 0.05) a warning is appended. ``None``: no warning.
-        warnings: the plan's cautions; appended to in place.
-
-    Returns:
-        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
-    """
+              warnings: list[str]) -> Advice:
+    """The plan's advice: MCC alignment with label-free checkpoint selection;
+    a warning when a pair's class proportions differ (χ² test, p < 0.05)."""
     recipe: dict[str, Any] = {"method": "mcc", "selection": "im"}
     why = {
         "method": ("MCC gained most among the alignment methods on built-in shifts "

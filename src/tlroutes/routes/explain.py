@@ -1,7 +1,7 @@
 """What ``tlroutes routes`` prints: the cube, and each route with its prose, as rich tables.
 
 :func:`cube_table` needs only the cube (:mod:`tlroutes.matrix`); :func:`explain_table` reads each
-route's ``EXPLANATION`` and ``EXAMPLE`` from the route's own module through the route registry,
+route's prose (``PROSE``) from the route's own module through the route registry,
 so it lives here, at the routes layer, and imports the route modules (and with them torch) only
 when called.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tlroutes.matrix import COLUMNS, ORDERS, Route, route_for
-from tlroutes.routes.registry import get_route, list_routes, title_of
+from tlroutes.routes.registry import get_route, list_routes, prose_of, title_of
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -56,8 +56,8 @@ def cube_table(highlight: Route | str | None = None) -> Table:
 def explain_table() -> Table:
     """Every registered route with its cube cell, its explanation and its example, as a table.
 
-    The prose comes from each route's module (``EXPLANATION``, ``EXAMPLE``) through the route
-    registry, so a plug-in route appears here once registered.
+    The prose comes from each route's module (``PROSE``) through the route registry,
+    so a plug-in route appears here once registered.
 
     Returns:
         A :class:`rich.table.Table` with one row per route: the eight built-in ones in cube
@@ -77,7 +77,7 @@ def explain_table() -> Table:
     table.add_column("example", ratio=2)
     for name in names:
         module = get_route(name)
-        cell = module.ROUTE
-        table.add_row(title_of(module), cell.task, cell.domain, cell.order, module.EXPLANATION,
-                      module.EXAMPLE)
+        cell, prose = module.ROUTE, prose_of(module)
+        table.add_row(title_of(module), cell.task, cell.domain, cell.order, prose.explanation,
+                      prose.example)
     return table

@@ -29,17 +29,11 @@ from tlroutes.model import TransferModel, count_parameters, freeze, unfreeze
 from tlroutes.reporting.collect import RunData
 from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block
-from tlroutes.routes.common import (
-    RecipeSpec,
-    build,
-    evaluate,
-    load,
-    require_fit,
-    summarise,
-    supervised_stage,
-)
+from tlroutes.routes.common import RecipeSpec, require_fit, summarise
+from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
+from tlroutes.train.from_spec import build, evaluate, load, supervised_stage
 
 if TYPE_CHECKING:
     from tlroutes.measure.evidence import Evidence
@@ -153,34 +147,18 @@ def _freeze_for_transfer(model: TransferModel, patterns: list[str]) -> None:
 # Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
 # --------------------------------------------------------------------------------------------------
 
-EXPLANATION = (
+PROSE = RouteProse(
     "Reuse a pretrained trunk although both domain and task differ: a new stem adapts the new "
-    "input, a new head produces the new output, and the trunk stays mostly frozen."
+    "input, a new head produces the new output, and the trunk stays mostly frozen.",
+    example="photo classifier backbone → detection on x-rays",
+    sharing=Sharing(stems="new stem", trunk="carried over, mostly frozen", heads="new head",
+                    stages="source → target"),
 )
-"""What the route does, in one or two sentences."""
-EXAMPLE = "photo classifier backbone → detection on x-rays"
-"""A one-line example of a project on this route."""
-SHARING: dict[str, str] = {
-    "stems": "new stem",
-    "trunk": "carried over, mostly frozen",
-    "heads": "new head",
-    "stages": "source → target",
-}
-"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
 
 
 def recommend(problems: dict[str, Problem], evidence: Evidence | None,
-              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The plan's recipe advice: train a random-trunk control beside the transfer.
-
-    Args:
-        problems: the run's problems by name (unused).
-        evidence: the measurements (unused).
-        warnings: the plan's cautions (left as they are).
-
-    Returns:
-        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
-    """
+              warnings: list[str]) -> Advice:
+    """The plan's advice: train a random-trunk control beside the transfer."""
     return {"control": True}, {"control": (
         "A randomly initialised trunk trained the same way tells whether the pretrained trunk "
         "carried anything over.")}
@@ -193,10 +171,5 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
 
 def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
     """The report's route section: the run's settings and extra measurements
-    (trainable patterns, the random-init control).
-
-    Args:
-        run: what the run folder holds.
-        tsne: unused (this route draws no feature maps). Default True.
-    """
+    (trainable patterns, the random-init control)."""
     return details_blocks(run)

@@ -55,19 +55,11 @@ from tlroutes.reporting.tables import (
     higher_is_better,
     seed_values,
 )
-from tlroutes.routes.common import (
-    RecipeSpec,
-    build,
-    evaluate,
-    load,
-    relation,
-    stage,
-    stream,
-    summarise,
-    supervised_stage,
-)
+from tlroutes.routes.common import RecipeSpec, relation, summarise
+from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer, evaluate_split
+from tlroutes.train.from_spec import build, evaluate, load, stage, stream, supervised_stage
 
 if TYPE_CHECKING:
     from tlroutes.measure.evidence import Evidence
@@ -347,36 +339,20 @@ def _score(model, joined, split, reference) -> dict[str, float]:
 # Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
 # --------------------------------------------------------------------------------------------------
 
-EXPLANATION = (
-    "Learn several tasks on one domain at once: a shared backbone feeds one head per task."
+PROSE = RouteProse(
+    "Learn several tasks on one domain at once: a shared backbone feeds one head per task.",
+    example="one camera feed → object detection + lane marking",
+    sharing=Sharing(stems="one, shared", trunk="shared", heads="one per task",
+                    stages="one joint stage"),
 )
-"""What the route does, in one or two sentences."""
-EXAMPLE = "one camera feed → object detection + lane marking"
-"""A one-line example of a project on this route."""
-SHARING: dict[str, str] = {
-    "stems": "one, shared",
-    "trunk": "shared",
-    "heads": "one per task",
-    "stages": "one joint stage",
-}
-"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
 
 NASH_MTL_UP_TO = 4
 """Tasks up to which the plan recommends Nash-MTL; above it, MGDA-UB (one backward pass)."""
 
 
 def recommend(problems: dict[str, Problem], evidence: Evidence | None,
-              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The plan's recipe advice: the gradient weighting by the number of tasks.
-
-    Args:
-        problems: the run's problems by name, one per task.
-        evidence: the measurements (unused).
-        warnings: the plan's cautions (left as they are).
-
-    Returns:
-        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
-    """
+              warnings: list[str]) -> Advice:
+    """The plan's advice: the gradient weighting by the number of tasks."""
     k = len(problems)
     # Nash-MTL solves a K×K bargaining problem per step, so its cost grows with the task count.
     few = k <= NASH_MTL_UP_TO
@@ -395,12 +371,7 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
 
 
 def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
-    """The report's route section: each task against its single-task baseline, and Δm.
-
-    Args:
-        run: what the run folder holds.
-        tsne: unused (this route draws no feature maps). Default True.
-    """
+    """The report's route section: each task against its single-task baseline, and Δm."""
     s = run.summary
     if s is None:
         return details_blocks(run)

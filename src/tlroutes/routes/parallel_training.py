@@ -44,7 +44,7 @@ full result, ``failed`` each failed job's cause, ``backend`` and ``backend_reaso
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -56,6 +56,7 @@ from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block, Cell, Table, Text
 from tlroutes.reporting.tables import fmt
 from tlroutes.routes.common import RecipeSpec
+from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
 from tlroutes.train.parallel import EMPTY_JOBS, JobSpec, run_jobs, summarise_jobs
@@ -137,34 +138,18 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
 # Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
 # --------------------------------------------------------------------------------------------------
 
-EXPLANATION = (
+PROSE = RouteProse(
     "Train unrelated problems at the same time, side by side, with separate models that share "
-    "only the schedule and the infrastructure."
+    "only the schedule and the infrastructure.",
+    example="content moderation and e-mail classification for one client",
+    sharing=Sharing(stems="separate", trunk="separate", heads="separate",
+                    stages="concurrent, independent"),
 )
-"""What the route does, in one or two sentences."""
-EXAMPLE = "content moderation and e-mail classification for one client"
-"""A one-line example of a project on this route."""
-SHARING: dict[str, str] = {
-    "stems": "separate",
-    "trunk": "separate",
-    "heads": "separate",
-    "stages": "concurrent, independent",
-}
-"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
 
 
 def recommend(problems: dict[str, Problem], evidence: Evidence | None,
-              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The plan's recipe advice: let the runner measure and pick the fastest backend.
-
-    Args:
-        problems: the run's problems by name (unused).
-        evidence: the measurements (unused).
-        warnings: the plan's cautions (left as they are).
-
-    Returns:
-        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
-    """
+              warnings: list[str]) -> Advice:
+    """The plan's advice: let the runner measure and pick the fastest backend."""
     return {"backend": "auto"}, {
         "backend": "Measures one step of each job and picks the fastest way to run them."}
 
@@ -175,12 +160,7 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
 
 
 def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
-    """The report's route section: every job's result or cause, and the backend chosen.
-
-    Args:
-        run: what the run folder holds.
-        tsne: unused (this route draws no feature maps). Default True.
-    """
+    """The report's route section: every job's result or cause, and the backend chosen."""
     s = run.summary
     if s is None:
         return details_blocks(run)

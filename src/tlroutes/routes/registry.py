@@ -17,17 +17,22 @@ fast.
 ``report_blocks``      ``report_blocks(run, *, tsne) -> list[Block]``: the report's
                        ``route-details`` section from a :class:`~tlroutes.reporting.collect.RunData`
 ``recommend``          ``recommend(problems, evidence, warnings) -> (recipe, reasons)``: the
-                       planner's advice for the ``recipe:`` block, one reason per key
-``EXPLANATION``        what the route does, in one or two sentences
-``EXAMPLE``            a one-line example project
-``SHARING``            what two problems share, by part: ``stems``, ``trunk``, ``heads``,
-                       ``stages`` → words
+                       planner's advice for the ``recipe:`` block (see :data:`Advice`)
+``PROSE``              a :class:`RouteProse`: what the route does, an example project, and
+                       what two problems share by part (a :class:`Sharing`)
 =====================  ==================================================================
 
-Every built-in route has all eight (a test checks). A plug-in must have the first four; the
-prose and advice (the last four) it may leave out, and then borrows those of the built-in route
-of its cell: the planner and ``tlroutes routes --explain`` speak of cells, so they only ever ask
-the built-in routes.
+``recommend``'s arguments: ``problems``, the run's problems by name (the last is the target);
+``evidence``, the measurements (a :class:`~tlroutes.measure.evidence.Evidence`, or None when
+nothing was measured); ``warnings``, the plan's cautions, which it may append to. It returns
+``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
+``report_blocks``'s ``tsne`` asks for t-SNE maps beside PCA where the route draws feature maps
+(default True); other routes ignore it.
+
+Every built-in route has all six (a test checks). A plug-in must have the first four; the
+advice and the prose (the last two) it may leave out, and then borrows those of the built-in
+route of its cell: the planner and ``tlroutes routes --explain`` speak of cells, so they only
+ever ask the built-in routes.
 
 Optional: ``REPORT_FILES`` (``{file: why it matters}``, files relative to the first seed's folder
 that a finished run holds and the report reads, e.g. ``{"features.npz": ...}``; the report lists
@@ -46,7 +51,9 @@ route is a new recipe for a cell.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from tlroutes.errors import ConfigError, did_you_mean
 from tlroutes.matrix import Route
@@ -54,7 +61,48 @@ from tlroutes.matrix import Route
 #: Module attributes every route must have.
 REQUIRED: tuple[str, ...] = ("ROUTE", "Recipe", "run", "report_blocks")
 #: Module attributes of the protocol a plug-in may leave to the built-in route of its cell.
-OPTIONAL_FOR_PLUG_INS: tuple[str, ...] = ("recommend", "EXPLANATION", "EXAMPLE", "SHARING")
+OPTIONAL_FOR_PLUG_INS: tuple[str, ...] = ("recommend", "PROSE")
+
+#: What ``recommend`` returns: recommended ``recipe:`` settings, and one sentence per key.
+Advice = tuple[dict[str, Any], dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """What the two problems of a route have in common, part by part (the report's table)."""
+
+    stems: str
+    """The input stems: carried over, new, one per domain, shared …"""
+    trunk: str
+    """The trunk: carried over (frozen, tuned, aligned), shared or separate."""
+    heads: str
+    """The output heads: new, carried over, one per task, shared or separate."""
+    stages: str
+    """The training stages: one after the other (source → target), joint or concurrent."""
+
+    PARTS = ("stems", "trunk", "heads", "stages")
+
+    def rows(self) -> list[tuple[str, str]]:
+        """``(part, words)`` for each part, in the order stems, trunk, heads, stages."""
+        return [(part, getattr(self, part)) for part in self.PARTS]
+
+
+@dataclass(frozen=True)
+class RouteProse:
+    """What ``tlroutes routes --explain``, the report and the plan say about a route."""
+
+    explanation: str
+    """What the route does, in one or two sentences."""
+    example: str
+    """A one-line example of a project on this route."""
+    sharing: Sharing
+    """What the two problems have in common, by part."""
+
+
+def prose_of(module: ModuleType) -> RouteProse:
+    """A route module's :class:`RouteProse`, or, for a plug-in without one, its cell's."""
+    prose = getattr(module, "PROSE", None)
+    return prose if prose is not None else get_route(module.ROUTE).PROSE
 
 # name → the module, or its dotted path until first use (lazy import).
 _ROUTES: dict[str, ModuleType | str] = {
@@ -162,6 +210,9 @@ def check_route(module: ModuleType, name: str) -> None:
     for attr in ("run", "report_blocks", "recommend"):
         if hasattr(module, attr) and not callable(getattr(module, attr)):
             raise ConfigError(f"Route '{name}': {attr} must be a function.")
+    if getattr(module, "PROSE", None) is not None and not isinstance(module.PROSE, RouteProse):
+        raise ConfigError(f"Route '{name}': PROSE must be a tlroutes.routes.registry.RouteProse, "
+                          f"not {type(module.PROSE).__name__}.")
 
 
 def title_of(module: ModuleType) -> str:

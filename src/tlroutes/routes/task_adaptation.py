@@ -18,7 +18,7 @@ Recipe:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
@@ -30,20 +30,12 @@ from tlroutes.objectives.tasks import task_metrics
 from tlroutes.reporting.collect import RunData
 from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block
-from tlroutes.routes.common import (
-    RecipeSpec,
-    build,
-    evaluate,
-    load,
-    require_fit,
-    stage,
-    stream,
-    summarise,
-    supervised_stage,
-)
+from tlroutes.routes.common import RecipeSpec, require_fit, summarise
+from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
 from tlroutes.train.features import cache_features
+from tlroutes.train.from_spec import build, evaluate, load, stage, stream, supervised_stage
 from tlroutes.train.steps import HeadStep
 
 if TYPE_CHECKING:
@@ -138,34 +130,19 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
 # Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
 # --------------------------------------------------------------------------------------------------
 
-EXPLANATION = (
+PROSE = RouteProse(
     "Use the pretrained backbone as a feature extractor for a new kind of task in the same "
-    "domain: freeze it, train a new head, then maybe tune both (LP-FT)."
+    "domain: freeze it, train a new head, then maybe tune both (LP-FT).",
+    example="classifier backbone + a new network for object localisation",
+    sharing=Sharing(stems="carried over",
+                    trunk="carried over, frozen then maybe tuned (LP-FT)",
+                    heads="new head, new kind", stages="source → target"),
 )
-"""What the route does, in one or two sentences."""
-EXAMPLE = "classifier backbone + a new network for object localisation"
-"""A one-line example of a project on this route."""
-SHARING: dict[str, str] = {
-    "stems": "carried over",
-    "trunk": "carried over, frozen then maybe tuned (LP-FT)",
-    "heads": "new head, new kind",
-    "stages": "source → target",
-}
-"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
 
 
 def recommend(problems: dict[str, Problem], evidence: Evidence | None,
-              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The plan's recipe advice: cache the frozen trunk's features.
-
-    Args:
-        problems: the run's problems by name (unused).
-        evidence: the measurements (unused).
-        warnings: the plan's cautions (left as they are).
-
-    Returns:
-        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
-    """
+              warnings: list[str]) -> Advice:
+    """The plan's advice: cache the frozen trunk's features."""
     return {"cache_features": True}, {
         "cache_features": "The trunk is frozen: its features are computed once."}
 
@@ -177,10 +154,5 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
 
 def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
     """The report's route section: the run's settings and extra measurements
-    (the frozen trunk's metrics, the probe's size).
-
-    Args:
-        run: what the run folder holds.
-        tsne: unused (this route draws no feature maps). Default True.
-    """
+    (the frozen trunk's metrics, the probe's size)."""
     return details_blocks(run)

@@ -17,7 +17,7 @@ Recipe:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from torch import Tensor, nn
@@ -32,19 +32,11 @@ from tlroutes.problem import Task
 from tlroutes.reporting.collect import RunData
 from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block
-from tlroutes.routes.common import (
-    RecipeSpec,
-    build,
-    evaluate,
-    load,
-    require_fit,
-    stage,
-    stream,
-    summarise,
-    supervised_stage,
-)
+from tlroutes.routes.common import RecipeSpec, require_fit, summarise
+from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
+from tlroutes.train.from_spec import build, evaluate, load, stage, stream, supervised_stage
 
 if TYPE_CHECKING:
     from tlroutes.measure.evidence import Evidence
@@ -197,37 +189,22 @@ def _thaw(model: nn.Module, part: str) -> None:
 # Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
 # --------------------------------------------------------------------------------------------------
 
-EXPLANATION = (
+PROSE = RouteProse(
     "Pretrain on a broad dataset, then fine-tune the whole network on a narrower dataset of the "
-    "same domain and the same kind of task, with a new head for the new labels."
+    "same domain and the same kind of task, with a new head for the new labels.",
+    example="ImageNet classifier → dog-breed classifier",
+    sharing=Sharing(stems="carried over", trunk="carried over, fine-tuned",
+                    heads="new head, same kind", stages="source → target"),
 )
-"""What the route does, in one or two sentences."""
-EXAMPLE = "ImageNet classifier → dog-breed classifier"
-"""A one-line example of a project on this route."""
-SHARING: dict[str, str] = {
-    "stems": "carried over",
-    "trunk": "carried over, fine-tuned",
-    "heads": "new head, same kind",
-    "stages": "source → target",
-}
-"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
 
 LP_FT_BELOW = 30
 """Training samples per output below which the plan recommends LP-FT over full fine-tuning."""
 
 
 def recommend(problems: dict[str, Problem], evidence: Evidence | None,
-              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The plan's recipe advice: LP-FT when the target has few samples per output, else full.
-
-    Args:
-        problems: the run's problems by name; the last one is the target.
-        evidence: the measurements (unused: the advice depends on the target's size only).
-        warnings: the plan's cautions (left as they are).
-
-    Returns:
-        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
-    """
+              warnings: list[str]) -> Advice:
+    """The plan's advice: LP-FT when the target has few samples per output, else
+    full fine-tuning."""
     target = list(problems.values())[-1]
     per_class = len(target.train) / max(target.task.num_outputs, 1)
     if per_class < LP_FT_BELOW:
@@ -245,10 +222,5 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
 
 def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
     """The report's route section: the run's settings and extra measurements
-    (schedule, regulariser).
-
-    Args:
-        run: what the run folder holds.
-        tsne: unused (this route draws no feature maps). Default True.
-    """
+    (schedule, regulariser)."""
     return details_blocks(run)

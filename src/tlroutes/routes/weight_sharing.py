@@ -13,7 +13,7 @@ Recipe:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import Field
@@ -28,19 +28,11 @@ from tlroutes.problem import Problem, Split, Task
 from tlroutes.reporting.collect import RunData
 from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block
-from tlroutes.routes.common import (
-    RecipeSpec,
-    build,
-    evaluate,
-    load,
-    require_same_cell,
-    stage,
-    stream,
-    summarise,
-    supervised_stage,
-)
+from tlroutes.routes.common import RecipeSpec, require_same_cell, summarise
+from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
+from tlroutes.train.from_spec import build, evaluate, load, stage, stream, supervised_stage
 
 if TYPE_CHECKING:
     from tlroutes.measure.evidence import Evidence
@@ -187,34 +179,18 @@ def _mean(per: dict[str, dict[str, float]], key: str) -> float:
 # Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
 # --------------------------------------------------------------------------------------------------
 
-EXPLANATION = (
+PROSE = RouteProse(
     "Learn the same task on two domains or modalities at once: one stem per domain maps into a "
-    "shared intermediate representation that one trunk and one head use."
+    "shared intermediate representation that one trunk and one head use.",
+    example="OCR text + page image → one page classifier",
+    sharing=Sharing(stems="one per domain", trunk="shared", heads="one, shared",
+                    stages="one joint stage"),
 )
-"""What the route does, in one or two sentences."""
-EXAMPLE = "OCR text + page image → one page classifier"
-"""A one-line example of a project on this route."""
-SHARING: dict[str, str] = {
-    "stems": "one per domain",
-    "trunk": "shared",
-    "heads": "one, shared",
-    "stages": "one joint stage",
-}
-"""What the two problems have in common, by part (stems, trunk, heads, stages). Read-only."""
 
 
 def recommend(problems: dict[str, Problem], evidence: Evidence | None,
-              warnings: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """The plan's recipe advice: per-domain normalisation.
-
-    Args:
-        problems: the run's problems by name (unused).
-        evidence: the measurements (unused).
-        warnings: the plan's cautions (left as they are).
-
-    Returns:
-        ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
-    """
+              warnings: list[str]) -> Advice:
+    """The plan's advice: per-domain normalisation."""
     return {"domain_norm": True}, {
         "domain_norm": "Per-domain normalisation absorbs the domains' different statistics."}
 
@@ -226,10 +202,5 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
 
 def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
     """The report's route section: the run's settings and extra measurements
-    (per-domain metrics and baselines).
-
-    Args:
-        run: what the run folder holds.
-        tsne: unused (this route draws no feature maps). Default True.
-    """
+    (per-domain metrics and baselines)."""
     return details_blocks(run)
