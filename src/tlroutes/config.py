@@ -16,7 +16,8 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -24,11 +25,90 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tlroutes.errors import ConfigError, did_you_mean
+from tlroutes.errors import ConfigError, did_you_mean, shorten
+
+# --------------------------------------------------------------------------------------------------
+# Bounds: what the machine can hold. Every numeric field has an upper bound, so that no value can
+# overflow an integer downstream or ask for terabytes; the ones that depend on the machine
+# (memory, cores) are checked against it, with the reason in the message.
+# --------------------------------------------------------------------------------------------------
+
+#: The largest run file read, in bytes (1 MiB): run files are a few hundred bytes to a few KiB.
+MAX_RUN_FILE_BYTES = 1 << 20
+#: A run file's YAML aliases may expand it to at most this multiple of its own size (or
+#: :data:`MIN_EXPANSION_BUDGET` characters, whichever is larger): enough to reuse a block a few
+#: times, never a "billion laughs" document that expands 400 bytes into gigabytes.
+MAX_EXPANSION = 10
+#: The expansion budget of a small run file, in characters (64 KiB).
+MIN_EXPANSION_BUDGET = 1 << 16
+#: The deepest nesting of a run file's blocks (a run file nests four or five levels).
+MAX_DEPTH = 32
+#: Upper bounds of counts whose only limit is time, not memory.
+MAX_EPOCHS = 100_000
+MAX_STEPS = 1_000_000_000
+MAX_SAMPLES = 100_000_000
+#: The largest canvas side (pixels, or samples of a signal): 4096² float32 pixels are 64 MiB per
+#: sample, already more than every sample of a built-in dataset together needs.
+MAX_CANVAS = 4096
+#: Seeds are stored and derived as 63-bit integers.
+MAX_SEED = 2**63 - 1
+#: Devices and machines of one run (Lightning's own limits are far below an int overflow).
+MAX_DEVICES = 1024
+MAX_NODES = 100_000
+#: Bytes a batch needs per sample at the least (its index, its random draw, its label, a few
+#: float32 input values): a floor, so batch_size is refused when even that cannot fit.
+MIN_SAMPLE_BYTES = 64
+
+
+def machine_memory() -> int:
+    """Bytes of memory this machine has available now (``MemAvailable``), else its total."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):  # not POSIX: no bound we can tell
+        return 1 << 50
+
+
+def machine_cores() -> int:
+    """CPU cores this process may use (its affinity, where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes in words: ``'7.3 TB'``, ``'125.4 GB'``."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} EB"  # pragma: no cover
+
+
+def check_memory(what: str, need: float, how: str, fix: str) -> None:
+    """Raise :class:`ConfigError` when ``need`` bytes exceed this machine's available memory.
+
+    Args:
+        what: the setting, e.g. ``"canvas: 1000000"``.
+        need: the bytes it needs.
+        how: how ``need`` is counted, e.g. ``"1797 samples × 1000000² pixels × 4 bytes"``.
+        fix: what to do instead, e.g. ``"use a canvas of at most 4096"``.
+    """
+    have = machine_memory()
+    if need > have:
+        raise ConfigError(f"{what} needs about {human_bytes(need)} of memory ({how}), more than "
+                          f"the {human_bytes(have)} this machine has available; {fix}.")
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # NaN and infinity are never a meaningful setting (a NaN lr, an infinite shift).
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class DataSpec(_Spec):
@@ -58,18 +138,21 @@ class DataSpec(_Spec):
         None, description="Built-in data: keep only these digit classes. Default: all ten."
     )
     canvas: int | None = Field(
-        None, ge=1, description="Built-in data: paste every sample at a random place on a zero "
-        "canvas of this size (images: side in pixels, at least 8; signals: length, at least "
-        "40). Default: no canvas (16 / 80 for task 'position').",
+        None, ge=1, le=MAX_CANVAS, description="Built-in data: paste every sample at a random "
+        "place on a zero canvas of this size (images: side in pixels, at least 8; signals: "
+        f"length, at least 40; at most {MAX_CANVAS}, and what fits in memory). Default: no "
+        "canvas (16 / 80 for task 'position').",
     )
     n: int | None = Field(
-        None, ge=3, description="Keep this many samples before splitting. Default: all."
+        None, ge=3, le=MAX_SAMPLES, description="Keep this many samples before splitting (at "
+        f"most {MAX_SAMPLES:,}). Default: all.",
     )
     split: tuple[float, float, float] = Field(
         (0.6, 0.2, 0.2), description="Train / validation / test fractions. Default 0.6/0.2/0.2."
     )
     seed: int | None = Field(
-        None, description="Seed for sampling, splitting and shifts. Default: the run's seed."
+        None, ge=0, le=MAX_SEED, description="Seed for sampling, splitting and shifts (0 to "
+        "2⁶³-1). Default: the run's seed.",
     )
     domain: str | None = Field(
         None, description="The domain's name. Problems whose domains share name, modality and "
@@ -110,9 +193,10 @@ class ModelSpec(_Spec):
 class TrainSpec(_Spec):
     """How one stage trains."""
 
-    epochs: int = Field(10, ge=1, description="Passes over the training data. Default 10.")
-    batch_size: int = Field(64, ge=1, description="Samples per step (over all processes). "
-                            "Default 64.")
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="Passes over the training data "
+                        f"(at most {MAX_EPOCHS:,}). Default 10.")
+    batch_size: int = Field(64, ge=1, le=2**31 - 1, description="Samples per step (over all "
+                            "processes); at most what fits in memory. Default 64.")
     lr: float = Field(1e-3, gt=0, description="Base learning rate. Default 1e-3.")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay. Default 0.")
     optimizer: Literal["adamw", "adam", "sgd"] = Field(
@@ -121,14 +205,25 @@ class TrainSpec(_Spec):
     scheduler: Literal["cosine", "constant"] = Field(
         "cosine", description="Learning-rate schedule: 'cosine' (default) or 'constant'."
     )
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps. Default 0.")
+    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Linear warm-up steps. "
+                              "Default 0.")
     patience: int | None = Field(
-        None, ge=1, description="Early stopping: epochs without validation improvement before "
-        "stopping. Default: never stop early.",
+        None, ge=1, le=MAX_EPOCHS, description="Early stopping: epochs without validation "
+        "improvement before stopping. Default: never stop early.",
     )
     grad_clip: float | None = Field(
         None, gt=0, description="Clip the gradient norm to this value. Default: no clipping."
     )
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_fits(cls, value: int) -> int:
+        # The exact cost depends on the data (checked where a batch is drawn); this floor refuses
+        # at once a batch that could not fit even with the smallest samples.
+        check_memory(f"batch_size: {value}", value * MIN_SAMPLE_BYTES,
+                     f"at least {MIN_SAMPLE_BYTES} bytes per sample: its index, label and input",
+                     "lower batch_size")
+        return value
 
 
 @dataclass
@@ -164,14 +259,27 @@ class HardwareSpec(_Spec):
     accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = Field(
         "auto", description="'auto' (default: a GPU when present), 'cpu', 'cuda', 'mps'."
     )
-    devices: int = Field(1, ge=1, description="Processes (devices) on this machine. Default 1.")
-    num_nodes: int = Field(1, ge=1, description="Machines. Default 1.")
+    devices: int = Field(1, ge=1, le=MAX_DEVICES, description="Processes (devices) on this "
+                         "machine. Default 1.")
+    num_nodes: int = Field(1, ge=1, le=MAX_NODES, description="Machines. Default 1.")
     precision: Literal["32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true"] = Field(
         "32-true", description="Numeric precision. Default '32-true'."
     )
     threads: int | None = Field(
-        None, ge=1, description="CPU threads per process. Default: cores ÷ processes."
+        None, ge=1, description="CPU threads per process, at most the machine's cores. "
+        "Default: cores ÷ processes.",
     )
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_fit(cls, value: int | None) -> int | None:
+        # More threads than cores only makes them wait for each other (and a huge count
+        # overflows the C int torch.set_num_threads takes).
+        cores = machine_cores()
+        if value is not None and value > cores:
+            raise ValueError(f"threads per process must be at most this machine's {cores} CPU "
+                             "core(s): more threads than cores only wait for each other")
+        return value
 
     def build(self) -> Hardware:
         """The engine's :class:`Hardware` for this spec."""
@@ -265,7 +373,8 @@ class RunSpec(_Spec):
         "(source data available? one model for both?). Default: source data available, no "
         "single-model requirement.",
     )
-    seed: int = Field(0, description="The run's seed; every stage derives its own. Default 0.")
+    seed: int = Field(0, ge=0, le=MAX_SEED - 100, description="The run's seed (0 to "
+                      "2⁶³-101); every stage derives its own. Default 0.")
     seeds: int = Field(
         1, ge=1, le=100, description="Repeat the whole run with seeds seed, seed+1, …, and "
         "report the mean and spread of metrics, baseline and gain. Default 1.",
@@ -311,18 +420,110 @@ class RunSpec(_Spec):
 
 
 def load_run_file(path: str | Path) -> RunSpec:
-    """Read and validate a run file; every problem becomes one clear :class:`ConfigError`."""
+    """Read and validate a run file; every problem becomes one clear :class:`ConfigError`.
+
+    The file is read within bounds (:func:`read_yaml`): at most :data:`MAX_RUN_FILE_BYTES`, with
+    its aliases' expansion and its nesting bounded.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Run file {path} does not exist. `tlroutes run` needs a YAML file; "
-                          "see examples/ for ones to copy.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"Run file {shorten(str(path))} does not exist. `tlroutes run` needs a "
+                          "YAML file; see examples/ for ones to copy.")
+    data = read_yaml(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of fields (route:, source:, ...).")
-    return parse_run(data, source=str(path))
+        raise ConfigError(f"{shorten(str(path))} must hold a mapping of fields (route:, "
+                          "source:, ...).")
+    return parse_run(data, source=shorten(str(path)))
+
+
+def read_yaml(path: str | Path, max_bytes: int = MAX_RUN_FILE_BYTES) -> Any:
+    """A YAML file's content, read safely and within bounds.
+
+    Safe: PyYAML's ``SafeLoader`` (plain data only, no Python objects). Bounded: a file larger
+    than ``max_bytes`` (default :data:`MAX_RUN_FILE_BYTES`), not UTF-8, nested deeper than
+    :data:`MAX_DEPTH`, or whose aliases expand it beyond :data:`MAX_EXPANSION` times its size is
+    refused before anything is built from it, so that a small file cannot take the machine.
+
+    Raises:
+        ConfigError: the file cannot be read, is not YAML, or breaks a bound (the message says
+            which, and how large it is).
+    """
+    path = Path(path)
+    where = shorten(str(path))
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ConfigError(f"{where} is {size:,} bytes; a run file may be at most "
+                              f"{max_bytes:,} bytes.")
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} is not UTF-8 text ({exc.reason} at byte {exc.start}); a run "
+                          "file is YAML text.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {where}: {exc.strerror or exc}.") from None
+    return parse_yaml(text, where)
+
+
+def parse_yaml(text: str, where: str = "run file") -> Any:
+    """YAML ``text`` as plain data, within the bounds of :func:`read_yaml` (``where`` names it
+    in messages)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        # Measured on the node graph, where an alias is one shared node: nothing is expanded.
+        budget = max(MIN_EXPANSION_BUDGET, MAX_EXPANSION * len(text))
+        _ExpansionMeter(budget, where).measure(node)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML: {shorten(str(exc), 400)}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} nests its blocks too deeply to read (a run file nests "
+                          f"at most {MAX_DEPTH} levels).") from None
+    finally:
+        loader.dispose()
+
+
+class _ExpansionMeter:
+    """The size a YAML node graph has once every alias is expanded, in characters, measured
+    without expanding it: each node's size is computed once and reused wherever it is aliased.
+
+    Raises :class:`ConfigError` as soon as the size passes ``budget``, the nesting passes
+    :data:`MAX_DEPTH`, or an alias refers to a block that contains it (a cycle).
+    """
+
+    def __init__(self, budget: int, where: str) -> None:
+        self.budget, self.where = budget, where
+        self.sizes: dict[int, int] = {}
+        self.open: set[int] = set()
+
+    def measure(self, node: yaml.Node, depth: int = 0) -> int:
+        key = id(node)
+        if key in self.sizes:
+            return self.sizes[key]
+        if key in self.open:
+            raise ConfigError(f"{self.where}: an alias refers to the block that contains it; a "
+                              "run file must be a tree.")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{self.where} nests its blocks more than {MAX_DEPTH} levels "
+                              "deep; a run file nests four or five.")
+        self.open.add(key)
+        if isinstance(node, yaml.ScalarNode):
+            size = len(node.value) + 1
+        elif isinstance(node, yaml.SequenceNode):
+            size = 2 + sum(self.measure(child, depth + 1) for child in node.value)
+        else:  # a mapping: keys and values
+            size = 2 + sum(self.measure(k, depth + 1) + self.measure(v, depth + 1)
+                           for k, v in node.value)
+        self.open.discard(key)
+        if size > self.budget:
+            raise ConfigError(
+                f"{self.where}: its aliases (*name) expand it to more than {self.budget:,} "
+                f"characters, over {MAX_EXPANSION} times its own size; a run file may reuse a "
+                "block, not multiply it. Write the blocks out, or use fewer nested aliases.")
+        self.sizes[key] = size
+        return size
 
 
 def parse_run(data: dict[str, Any], source: str = "run file") -> RunSpec:
@@ -338,7 +539,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
     lines = [f"{source} has {exc.error_count()} problem(s):"]
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
-        where = ".".join(loc) or "(top level)"
+        # A key is the user's text too: a 10,000-character key is cut like any value.
+        where = ".".join(shorten(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             fields = _fields_at(model, loc[:-1])
             lines.append(
@@ -348,7 +550,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
         elif err["type"] == "missing":
             lines.append(f"  - '{where}' is required.")
         else:
-            lines.append(f"  - '{where}': {err['msg']} (got {err.get('input')!r}).")
+            got = shorten(err.get("input"), quote=True)
+            lines.append(f"  - '{where}': {shorten(err['msg'], 400)} (got {got}).")
     return "\n".join(lines)
 
 
@@ -368,6 +571,63 @@ def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
             return []
         model = ann
     return list(model.model_fields)
+
+
+#: Top-level blocks that apply to a run whatever its route (the route's name, how it is planned,
+#: seeds, its own recipe, the hardware, tracking). A route module's ``RUN_FILE_BLOCKS`` names the
+#: others it reads (see :mod:`tlroutes.routes.registry`).
+COMMON_BLOCKS: frozenset[str] = frozenset(
+    {"route", "order", "constraints", "seed", "seeds", "recipe", "hardware", "tracking"})
+
+
+def check_blocks(spec: RunSpec, blocks: frozenset[str] | None, title: str) -> None:
+    """Refuse a top-level block that the run's route would ignore.
+
+    A block counts when the run file gives it *and* it differs from its default: a run file
+    saved by ``tlroutes run`` (``run.yaml``, every block written out with its default) still
+    resolves, while a Task Fine-Tuning file with a ``training:`` block of its own is refused
+    instead of running with defaults the user did not ask for.
+
+    Args:
+        spec: the run.
+        blocks: the blocks the route reads besides :data:`COMMON_BLOCKS`; None (a plug-in
+            route that does not say) checks nothing.
+        title: the route's display name, for the message.
+
+    Raises:
+        ConfigError: naming each ignored block, the route, and the blocks it reads.
+    """
+    if blocks is None:
+        return
+    defaults = RunSpec(route=spec.route)
+    ignored = sorted(k for k in spec.model_fields_set - COMMON_BLOCKS - set(blocks)
+                     if getattr(spec, k) != getattr(defaults, k))
+    if ignored:
+        reads = ", ".join(sorted(set(blocks))) or "none besides recipe"
+        names = ", ".join(f"'{k}:'" for k in ignored)
+        raise ConfigError(
+            f"{title} does not read the run file's {names} block(s), so their settings would be "
+            f"silently ignored. Remove them, or move the settings to a block {title} reads "
+            f"({reads}; and recipe, hardware, tracking, seed, seeds).")
+
+
+def iter_specs(obj: Any, kind: type[BaseModel]) -> Iterator[Any]:
+    """Every ``kind`` instance inside ``obj`` (nested specs, dicts, lists, tuples), in order.
+
+    The runner uses it to check every data and model block of a run, wherever a route keeps
+    them (the top level, or a recipe's jobs).
+    """
+    if isinstance(obj, kind):
+        yield obj
+    if isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            yield from iter_specs(getattr(obj, name), kind)
+    elif isinstance(obj, Mapping):
+        for value in obj.values():
+            yield from iter_specs(value, kind)
+    elif isinstance(obj, list | tuple):
+        for value in obj:
+            yield from iter_specs(value, kind)
 
 
 def dump_run(spec: RunSpec) -> str:

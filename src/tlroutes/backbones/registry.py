@@ -1,19 +1,41 @@
 """Name → builder registries for trunks and stems (in the manner of timm's model registry).
 
 A registry maps a short name to a class or factory function. Building checks the keyword arguments
-against the builder's signature first, so a typo gives a :class:`~tlroutes.errors.ConfigError`
-that names the accepted arguments instead of a ``TypeError`` from deep inside a constructor.
+against the builder's signature first — each name, and each value against the parameter's type
+hint and the bounds below — so a typo, a float depth or ``dim: 1e308`` gives a
+:class:`~tlroutes.errors.ConfigError` that names the argument, the type it takes and its range,
+instead of a ``TypeError`` from deep inside a constructor. A built-in builder's size is then
+measured on PyTorch's ``meta`` device (no memory is allocated), so sizes the machine cannot hold
+are refused before they are allocated.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+import typing
 from collections.abc import Callable
 from typing import Any
 
+import torch
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 from torch import nn
 
-from tlroutes.errors import ConfigError, did_you_mean
+from tlroutes.config import check_memory
+from tlroutes.errors import ConfigError, TLRoutesError, did_you_mean, shorten
+
+#: The largest integer a builder argument may take, in size (a width, depth, kernel or token
+#: count): far above any network that fits in memory, far below an integer overflow. A builder
+#: may tighten it with ``Annotated[int, Field(ge=..., le=...)]`` in its signature.
+MAX_INT_ARG = 1 << 24
+#: The largest float a builder argument may take, in size (a ratio, a rate, a probability).
+MAX_FLOAT_ARG = 1e6
+#: The longest string argument (a path, a mode name), in characters.
+MAX_STR_ARG = 4096
+#: Bytes one parameter costs in training: float32 weight, gradient and two optimizer moments.
+BYTES_PER_PARAMETER = 16
+# Strict: a string is not an int, a float is not an int (no silent truncation of depth: 2.5).
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False)
 
 #: What a trunk may expect from its stem; see :mod:`tlroutes.backbones.trunks`.
 INPUT_KINDS: tuple[str, ...] = ("vector", "image", "sequence", "tokens")
@@ -64,23 +86,41 @@ class Registry:
         return list(self._builders.items())
 
     def build(self, name: str, *args: Any, **kwargs: Any) -> nn.Module:
-        """Call the builder for ``name`` after checking ``kwargs`` against its signature."""
+        """Call the builder for ``name`` after checking ``kwargs`` (names, types, bounds, the
+        memory the module needs); a builder's own refusal of a user's argument becomes a
+        :class:`ConfigError` naming the arguments."""
         builder = self.get(name)
-        check_kwargs(builder, kwargs, f"{self.what} '{name}'", skip=len(args))
-        return builder(*args, **kwargs)
+        where = f"{self.what} '{name}'"
+        check_kwargs(builder, kwargs, where, skip=len(args))
+        if kwargs:
+            check_size(builder, where, *args, **kwargs)
+        try:
+            return builder(*args, **kwargs)
+        except (TLRoutesError, KeyboardInterrupt):
+            raise
+        except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
+            if not kwargs:  # the builder's defaults failing is a bug, not the user's input
+                raise
+            raise ConfigError(f"{where} cannot be built with {shorten(kwargs, 200)}: "
+                              f"{shorten(str(exc), 300)}") from exc
 
 
 def check_kwargs(
     builder: Callable[..., Any], kwargs: dict[str, Any], where: str, skip: int = 0
 ) -> None:
-    """Raise :class:`ConfigError` when ``kwargs`` holds a name ``builder`` does not accept.
+    """Raise :class:`ConfigError` when ``kwargs`` does not fit ``builder``'s signature.
+
+    Each name must be a parameter of ``builder``; each value must have the parameter's type
+    (its type hint, checked strictly: ``2.5`` or ``"3"`` is not an ``int``; a YAML list passes
+    for a tuple) and lie within the bounds every argument shares: integers at most
+    :data:`MAX_INT_ARG` in size, floats finite and at most :data:`MAX_FLOAT_ARG`, strings at
+    most :data:`MAX_STR_ARG` characters. A parameter without a hint gets the bounds only.
 
     ``skip`` leading parameters (filled positionally by the caller) are not offered as arguments.
     """
     target = builder.__init__ if inspect.isclass(builder) else builder
     params = inspect.signature(target).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     names = [
         n
         for n, p in params.items()
@@ -88,12 +128,130 @@ def check_kwargs(
         and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     ]
     accepted = names[skip:]
-    for key in kwargs:
-        if key not in accepted:
+    try:
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception:  # a hint naming what only exists for type checkers: bounds only
+        hints = {}
+    for key, value in kwargs.items():
+        if key not in accepted and not open_ended:
             raise ConfigError(
-                f"{where} has no argument '{key}'.{did_you_mean(key, accepted)} "
+                f"{where} has no argument '{shorten(str(key))}'.{did_you_mean(key, accepted)} "
                 f"It accepts: {', '.join(accepted) or '(no arguments)'}."
             )
+        hint = hints.get(key)
+        if hint is not None and hint is not Any:
+            _check_type(where, key, value, hint)
+        _check_bounds(where, key, value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("typing.", "").replace("collections.abc.", "")
+
+
+def _check_type(where: str, key: str, value: Any, hint: Any) -> None:
+    adapter = TypeAdapter(hint, config=_STRICT)
+    try:
+        adapter.validate_python(value)
+        return
+    except ValidationError as exc:
+        first = exc.errors()[0]["msg"]
+    except Exception:  # a hint pydantic cannot check (an arbitrary class): trust the builder
+        return
+    if isinstance(value, list):  # YAML has lists only; a tuple parameter takes one
+        try:
+            adapter.validate_python(tuple(value))
+            return
+        except (ValidationError, TypeError):
+            pass
+    raise ConfigError(
+        f"{where}: argument '{key}' takes {_type_name(hint)}{_range(hint)}; got "
+        f"{shorten(value, quote=True)} ({type(value).__name__}): {first[:1].lower()}{first[1:]}.")
+
+
+def _range(hint: Any) -> str:
+    text = _type_name(hint)
+    parts = []
+    if "int" in text:
+        parts.append(f"integers at most {MAX_INT_ARG:,} in size")
+    if "float" in text:
+        parts.append(f"finite numbers at most {MAX_FLOAT_ARG:g} in size")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _check_bounds(where: str, key: str, value: Any, hint: Any, depth: int = 0) -> None:
+    """The bounds every argument shares, through lists and dicts (an int inside channels)."""
+    problem = None
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        if abs(value) > MAX_INT_ARG:
+            problem = f"integers at most {MAX_INT_ARG:,} in size"
+    elif isinstance(value, float):
+        if not math.isfinite(value) or abs(value) > MAX_FLOAT_ARG:
+            problem = f"finite numbers at most {MAX_FLOAT_ARG:g} in size"
+    elif isinstance(value, str):
+        if len(value) > MAX_STR_ARG:
+            problem = f"strings of at most {MAX_STR_ARG:,} characters"
+    elif isinstance(value, list | tuple | dict):
+        if depth > 4 or len(value) > 10_000:
+            problem = "lists and mappings of at most 10,000 items, 4 levels deep"
+        else:
+            items = value.values() if isinstance(value, dict) else value
+            for item in items:
+                _check_bounds(where, key, item, hint, depth + 1)
+            return
+    if problem:
+        taken = f"{_type_name(hint)}, " if hint is not None else ""
+        raise ConfigError(f"{where}: argument '{key}' takes {taken}{problem}; got "
+                          f"{shorten(value, quote=True)}.")
+
+
+def check_size(builder: Callable[..., nn.Module], where: str, *args: Any, **kwargs: Any) -> None:
+    """Refuse arguments that make a module larger than this machine's memory can train.
+
+    The module is built on PyTorch's ``meta`` device (shapes only, no memory) and its parameters
+    counted at :data:`BYTES_PER_PARAMETER` bytes each. Builders that load weights from files (the
+    pretrained trunks) are not probed: their size comes from the file, not from the arguments.
+    """
+    if getattr(builder, "__module__", "").startswith("tlroutes.backbones.pretrained"):
+        return
+    try:
+        with torch.device("meta"):
+            probe = builder(*args, **kwargs)
+        count = sum(p.numel() for p in probe.parameters()) + sum(
+            b.numel() for b in probe.buffers())
+    except TLRoutesError:
+        raise
+    except Exception:  # the real build reports what is wrong
+        return
+    check_memory(f"{where} with {shorten(kwargs, 200)}", count * BYTES_PER_PARAMETER,
+                 f"{count:,} parameters × {BYTES_PER_PARAMETER} bytes: weights, gradients and "
+                 "two optimizer moments", "choose smaller sizes")
+
+
+def check_model_args(trunk: str, trunk_args: dict[str, Any], stem: str = "auto",
+                     stem_args: dict[str, Any] | None = None) -> None:
+    """Check a run file's ``model:`` block before anything is loaded or trained.
+
+    The trunk's name and arguments are checked as :meth:`Registry.build` would, its size
+    included; a named stem's arguments by name and type (its size depends on the data, so it
+    is measured when it is built). ``stem: auto`` and per-domain ``stem_args`` are checked when
+    the stems are built.
+
+    Raises:
+        ConfigError: an unknown name, an argument that does not fit, or a trunk too large for
+            this machine's memory.
+    """
+    builder = TRUNKS.get(trunk)
+    where = f"trunk '{trunk}'"
+    check_kwargs(builder, trunk_args, where)
+    if trunk_args:
+        check_size(builder, where, **trunk_args)
+    stem_args = stem_args or {}
+    if stem != "auto" and not any(isinstance(v, dict) for v in stem_args.values()):
+        check_kwargs(STEMS.get(stem), stem_args, f"stem '{stem}'", skip=2)
 
 
 TRUNKS = Registry("trunk")
