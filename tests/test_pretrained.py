@@ -114,7 +114,7 @@ def test_wrap_trunk_bad_arguments_are_config_errors():
         wrap_trunk(MapCNN(), input_kind="picture")
     with pytest.raises(ConfigError, match="pool"):
         wrap_trunk(MapCNN(), pool="median")
-    with pytest.raises(ConfigError, match="out_dim must be a positive int"):
+    with pytest.raises(ConfigError, match="out_dim must be an integer >= 1"):
         wrap_trunk(MapCNN(), out_dim=0)
     with pytest.raises(ConfigError, match="in_width"):
         wrap_trunk(nn.Sequential(nn.ReLU()))  # nothing to read the width from

@@ -119,7 +119,7 @@ def test_l2sp_bad_prefixes():
         L2SP(model, include=())
     with pytest.raises(ConfigError, match="both"):
         L2SP(model, include=("trunk",), new=("trunk.blocks.0",))
-    with pytest.raises(ConfigError, match="alpha >= 0"):
+    with pytest.raises(ConfigError, match="alpha must be a non-negative number"):
         L2SP(model, alpha=-1)
     plain = nn.Sequential(nn.Linear(2, 2))
     with pytest.raises(ConfigError, match="new=\\(\\)"):

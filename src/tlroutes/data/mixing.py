@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from tlroutes import checks
 from tlroutes.errors import ConfigError, DataError, did_you_mean
 from tlroutes.problem import Problem, Split, on_device
 from tlroutes.seeding import derive_seed
@@ -216,13 +217,7 @@ class MixedStream:
                     f"mixed stream '{name}': source '{source}' has no samples; drop it."
                 )
         _check_compatible(parts, names, name)
-        if batch_size < 1:
-            raise DataError(f"stream '{name}': batch_size must be at least 1, got {batch_size}.")
-        if batch_size < world_size:
-            raise DataError(
-                f"stream '{name}': batch_size {batch_size} is smaller than the {world_size} "
-                "data-parallel processes; use a batch of at least one sample per process."
-            )
+        checks.batch_size(name, batch_size, world_size)
         if probabilities is not None:
             if policy is not None or temperature is not None or cap is not None:
                 raise ConfigError(

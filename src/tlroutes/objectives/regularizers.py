@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from tlroutes.checks import non_negative, positive_int
 from tlroutes.errors import ConfigError, DataError
 
 _SEP = "__"  # stands for "." in buffer names (a buffer name may not contain a dot)
@@ -95,10 +96,8 @@ class L2SP(nn.Module):
         new: Iterable[str] = ("heads",),
     ) -> None:
         super().__init__()
-        if alpha < 0 or beta < 0:
-            raise ConfigError(f"L2SP needs alpha >= 0 and beta >= 0, got {alpha} and {beta}.")
-        self.alpha = float(alpha)
-        self.beta = float(beta)
+        self.alpha = non_negative("L2SP alpha", alpha)
+        self.beta = non_negative("L2SP beta", beta)
         include = [include] if isinstance(include, str) else list(include)
         new = [new] if isinstance(new, str) else list(new)
         if not include:
@@ -227,9 +226,7 @@ class BatchSpectralShrinkage(nn.Module):
 
     def __init__(self, k: int = 1) -> None:
         super().__init__()
-        if int(k) != k or k < 1:
-            raise ConfigError(f"BatchSpectralShrinkage needs an integer k >= 1, got {k!r}.")
-        self.k = int(k)
+        self.k = positive_int("BatchSpectralShrinkage k", k)
 
     def forward(self, features: Tensor) -> Tensor:
         if features.dim() != 2:

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tlroutes.errors import ConfigError, DataError
+from tlroutes.checks import positive
+from tlroutes.errors import DataError
 
 __all__ = [
     "information_maximization",
@@ -132,8 +133,7 @@ def soft_neighborhood_density(
         is_probs: the input already holds softmax probabilities. Default False.
         chunk_size: rows of the similarity matrix computed at a time. Default 1024.
     """
-    if not (isinstance(temperature, (int, float)) and temperature > 0):
-        raise ConfigError(f"temperature must be a positive number, got {temperature!r}.")
+    positive("temperature", temperature)
     p = _probabilities(logits, is_probs)
     n = p.shape[0]
     if n < 2:

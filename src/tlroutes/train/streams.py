@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor
 
+from tlroutes import checks
 from tlroutes.errors import DataError
 from tlroutes.problem import Split, on_device
 from tlroutes.train.seeding import derive_seed
@@ -47,13 +48,7 @@ class Stream:
         n = len(split)
         if n == 0:
             raise DataError(f"stream '{name}' has no samples; every training split needs data.")
-        if batch_size < 1:
-            raise DataError(f"stream '{name}': batch_size must be at least 1, got {batch_size}.")
-        if batch_size < world_size:
-            raise DataError(
-                f"stream '{name}': batch_size {batch_size} is smaller than the {world_size} "
-                "data-parallel processes; use a batch of at least one sample per process."
-            )
+        checks.batch_size(name, batch_size, world_size)
         self.x, self.y = split.x, split.y
         self.batch_size = min(batch_size, n) if not drop_last else batch_size
         self.shuffle, self.drop_last, self.seed, self.name = shuffle, drop_last, seed, name

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from tlroutes.backbones.registry import INPUT_KINDS
+from tlroutes.checks import positive_int
 from tlroutes.errors import ConfigError, DataError
 
 POOLS: tuple[str, ...] = ("auto", "none", "avg", "tokens", "cls")
@@ -175,10 +176,8 @@ def wrap_trunk(
             f"wrap_trunk: pool {pool!r} is unknown; use one of {', '.join(POOLS)} or a callable."
         )
     for name, value in (("out_dim", out_dim), ("in_width", in_width)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise ConfigError(f"wrap_trunk: {name} must be a positive int, got {value!r}.")
+        if value is not None:
+            positive_int(f"wrap_trunk: {name}", value)
     if in_width is None:
         in_width = _first_layer_width(module, input_kind)
         if in_width is None:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tlroutes.objectives.alignment.checks import positive, positive_int
+from tlroutes.checks import positive, positive_int
 
 __all__ = [
     "GradientReverse",

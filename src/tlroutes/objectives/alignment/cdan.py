@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tlroutes.checks import positive_int
 from tlroutes.errors import DataError
 from tlroutes.objectives.alignment import checks
 from tlroutes.objectives.alignment.adversarial import (
@@ -71,9 +72,9 @@ class RandomizedMultilinearMap(nn.Module):
 
     def __init__(self, feature_dim: int, num_classes: int, out_dim: int = 1024):
         super().__init__()
-        self.out_dim = checks.positive_int("randomized_dim", out_dim)
-        feature_dim = checks.positive_int("feature_dim", feature_dim)
-        num_classes = checks.positive_int("num_classes", num_classes)
+        self.out_dim = positive_int("randomized_dim", out_dim)
+        feature_dim = positive_int("feature_dim", feature_dim)
+        num_classes = positive_int("num_classes", num_classes)
         self.register_buffer("R_f", torch.randn(feature_dim, out_dim))
         self.register_buffer("R_g", torch.randn(num_classes, out_dim))
 
@@ -142,8 +143,8 @@ class ConditionalDomainAdversarialLoss(nn.Module):
         discriminator: nn.Module | None = None,
     ):
         super().__init__()
-        self.feature_dim = checks.positive_int("feature_dim", feature_dim)
-        self.num_classes = checks.positive_int("num_classes", num_classes)
+        self.feature_dim = positive_int("feature_dim", feature_dim)
+        self.num_classes = positive_int("num_classes", num_classes)
         self.entropy_conditioning = bool(entropy_conditioning)
         self.randomized = bool(randomized)
         if self.randomized:

@@ -1,31 +1,14 @@
-"""Argument and input checks shared by the alignment losses.
+"""Input checks shared by the alignment losses (their settings use :mod:`tlroutes.checks`).
 
-Each check raises a :class:`~tlroutes.errors.ConfigError` (a bad setting) or a
-:class:`~tlroutes.errors.DataError` (a bad tensor) whose message says what to change, so a wrong
-call fails at the loss instead of deep inside a matrix product.
+Each check raises a :class:`~tlroutes.errors.DataError` (a bad tensor) whose message says what to
+change, so a wrong call fails at the loss instead of deep inside a matrix product.
 """
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor
 
-from tlroutes.errors import ConfigError, DataError
-
-
-def positive(name: str, value: float) -> float:
-    """``value`` as a float; ConfigError unless it is a finite number > 0."""
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be a positive number, got {value!r}.")
-    return float(value)
-
-
-def positive_int(name: str, value: int, minimum: int = 1) -> int:
-    """``value`` unchanged; ConfigError unless it is an integer (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return value
+from tlroutes.errors import DataError
 
 
 def features(name: str, x: Tensor, min_rows: int = 1) -> Tensor:

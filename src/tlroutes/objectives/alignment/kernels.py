@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from tlroutes.checks import positive
 from tlroutes.errors import ConfigError
-from tlroutes.objectives.alignment.checks import positive
 
 __all__ = ["GaussianKernel", "default_kernels", "kernel_mmd"]
 

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tlroutes.checks import positive
 from tlroutes.errors import DataError
-from tlroutes.objectives.alignment import checks
 from tlroutes.objectives.alignment.certainty import entropy_weights
 from tlroutes.objectives.alignment.registry import register_alignment
 
@@ -61,7 +61,7 @@ class MinimumClassConfusionLoss(nn.Module):
 
     def __init__(self, temperature: float = 2.5):
         super().__init__()
-        self.temperature = checks.positive("temperature", temperature)
+        self.temperature = positive("temperature", temperature)
 
     def forward(self, logits_t: Tensor) -> Tensor:
         if not isinstance(logits_t, Tensor) or logits_t.dim() != 2:

@@ -72,7 +72,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tlroutes.errors import ConfigError, DataError
+# The argument checks live in tlroutes.checks; re-exported here for the weightings.
+from tlroutes.checks import check_seed, choice, non_negative, positive, positive_int
+from tlroutes.errors import DataError
 
 __all__ = [
     "LossesLike",
@@ -89,50 +91,6 @@ __all__ = [
 ]
 
 LossesLike = Tensor | Sequence[Tensor | float | None]
-
-
-# --------------------------------------------------------------------------- argument checks
-
-
-def positive(name: str, value: float) -> float:
-    """``value`` as a float, or :class:`ConfigError` unless it is a finite number > 0."""
-    if isinstance(value, bool) or not (
-        isinstance(value, (int, float)) and math.isfinite(value) and value > 0
-    ):
-        raise ConfigError(f"{name} must be a positive number, got {value!r}.")
-    return float(value)
-
-
-def non_negative(name: str, value: float) -> float:
-    """``value`` as a float, or :class:`ConfigError` unless it is a finite number >= 0."""
-    if isinstance(value, bool) or not (
-        isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
-    ):
-        raise ConfigError(f"{name} must be a non-negative number, got {value!r}.")
-    return float(value)
-
-
-def positive_int(name: str, value: int) -> int:
-    """``value``, or :class:`ConfigError` unless it is an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}.")
-    return value
-
-
-def check_seed(seed: int) -> int:
-    """``seed``, or :class:`ConfigError` unless it is a non-negative integer."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}.")
-    return seed
-
-
-def choice(name: str, value: str, allowed: Sequence[str]) -> str:
-    """``value``, or :class:`ConfigError` unless it is one of ``allowed``."""
-    if value not in allowed:
-        raise ConfigError(
-            f"{name} must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}."
-        )
-    return value
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:

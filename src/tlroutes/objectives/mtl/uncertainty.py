@@ -14,12 +14,12 @@ same optimum ``exp(âˆ’s) = 1/L``) and a scaled softmax for classification (``1/Ï
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from tlroutes.checks import finite
 from tlroutes.errors import ConfigError, did_you_mean
 from tlroutes.objectives.mtl.base import TaskBatch, Weighting
 from tlroutes.objectives.mtl.registry import register_weighting
@@ -45,10 +45,7 @@ class UncertaintyWeighting(Weighting):
         self, *, num_tasks: int, kinds: Sequence[str] | None = None, init_log_var: float = 0.0
     ) -> None:
         super().__init__(num_tasks=num_tasks)
-        if isinstance(init_log_var, bool) or not (
-            isinstance(init_log_var, (int, float)) and math.isfinite(init_log_var)
-        ):
-            raise ConfigError(f"init_log_var must be a finite number, got {init_log_var!r}.")
+        init_log_var = finite("init_log_var", init_log_var)
         if kinds is None:
             a, b = [1.0] * num_tasks, [1.0] * num_tasks
         else:
