@@ -52,11 +52,12 @@ from typing import Any
 import torch
 
 from tlroutes.config import parse_run
+from tlroutes.objectives.alignment import list_alignments
 from tlroutes.routes import domain_adaptation as da
 from tlroutes.train.engine import Trainer
 from tlroutes.train.hardware import Hardware, make_fabric
 
-METHODS = ("dann", "coral", "mmd", "cdan", "mcc")
+METHODS = tuple(list_alignments())
 SHIFTS: dict[str, dict[str, float]] = {
     "rot40": {"rotation": 40.0},
     "rot35": {"rotation": 35.0},

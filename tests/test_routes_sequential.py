@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from tests.conftest import summary_dict
 from tlroutes.config import parse_run
 from tlroutes.errors import ConfigError
+from tlroutes.objectives.alignment import list_alignments
 from tlroutes.runner import run
 
 DIGITS = {"dataset": "digits", "n": 200}
@@ -106,7 +107,7 @@ def test_task_adaptation_without_cache_and_with_finetuning(tmp_path):
     assert (out / "checkpoints" / "finetune" / "done.json").is_file()
 
 
-@pytest.mark.parametrize("method", ["source_only", "dann", "coral", "mmd", "cdan", "mcc"])
+@pytest.mark.parametrize("method", ["source_only", *list_alignments()])
 def test_domain_adaptation_methods(tmp_path, method):
     summary, out = _run(tmp_path, route="domain_adaptation",
                         target={**DIGITS, "shift": {"rotation": 30}},
