@@ -233,7 +233,7 @@ def test_a_diverging_job_fails_alone_and_leaves_the_fused_others_exact(tmp_path)
 def test_summary_and_table_report_each_job_and_each_failure(tmp_path):
     jobs = {**{k: v for k, v in mixed().items() if k != "signals"},
             "misfit": {"data": {"dataset": "mnist1d", "n": 100}, "model": {"trunk": "cnn2d"}}}
-    spec = parse_run({"route": "parallel_training", "seed": 1, "target": {"n": 50},
+    spec = parse_run({"route": "parallel_training", "seed": 1,
                       "recipe": {"jobs": jobs, "backend": "interleaved"},
                       "hardware": {"accelerator": "cpu", "threads": 1}})
     summary = run(spec, tmp_path / "run", progress=False)
@@ -244,7 +244,6 @@ def test_summary_and_table_report_each_job_and_each_failure(tmp_path):
     assert summary.metrics["mean_mse"] == jobs["position"]["metrics"]["mse"]
     assert summary.metrics["jobs_failed"] == 1 and "No stem" in summary.details["failed"]["misfit"]
     assert summary.baseline is None and summary.gain is None and summary.baseline_note
-    assert summary.details["ignored"] == ["target"]
     assert (tmp_path / "run" / "summary.json").is_file()
     console = Console(width=200, record=True)
     console.print(summary_table([summary]))

@@ -43,7 +43,8 @@ def runnable_examples() -> list[Path]:
 
 
 def quick_spec(spec: RunSpec) -> RunSpec:
-    """``spec`` with every stage's epochs (Parallel Training jobs' too) cut to a third."""
+    """``spec`` with every stage's epochs (Parallel Training jobs' too) cut to a third: the
+    training blocks its route reads, and each job's."""
     def cut(train: TrainSpec) -> TrainSpec:
         return train.model_copy(update={"epochs": _quick_epochs(train.epochs)})
 
@@ -57,10 +58,13 @@ def quick_spec(spec: RunSpec) -> RunSpec:
             job["training"] = training
             jobs[name] = job
         recipe["jobs"] = jobs
+    # Only the blocks the route reads: one it ignores must keep its default, or the runner
+    # refuses it (config.check_blocks).
+    reads = getattr(get_route(spec.route), "RUN_FILE_BLOCKS", None)
+    blocks = [b for b in ("source_training", "target_training", "training")
+              if reads is None or b in reads]
     return spec.model_copy(update={
-        "source_training": cut(spec.source_training),
-        "target_training": cut(spec.target_training),
-        "training": cut(spec.training),
+        **{block: cut(getattr(spec, block)) for block in blocks},
         "recipe": recipe,
     })
 

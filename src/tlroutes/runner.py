@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tlroutes.config import RunLike, RunSpec, as_run_spec, dump_run
+from tlroutes.backbones.registry import check_model_args
+from tlroutes.config import (
+    ModelSpec,
+    RunLike,
+    RunSpec,
+    as_run_spec,
+    check_blocks,
+    dump_run,
+    iter_specs,
+)
 from tlroutes.errors import ConfigError
 from tlroutes.reporting.build import build_report
 from tlroutes.routes.common import RecipeSpec, parse_recipe
@@ -82,8 +91,22 @@ def resolve(spec: RunLike) -> Resolved:
         raise ConfigError(f"The run file says order: {spec.order}, but {route.title} is "
                           f"{route.order}. Drop order:, or choose a {spec.order} route.")
     recipe = parse_recipe(module.Recipe, spec.recipe, route)
+    blocks = getattr(module, "RUN_FILE_BLOCKS", None)
+    check_blocks(spec, blocks, title_of(module))
+    _check_models(spec, blocks, recipe)
     saved = spec.model_copy(update={"route": name, "recipe": recipe.model_dump(mode="json")})
     return Resolved(saved, module, recipe, planned)
+
+
+def _check_models(spec: RunSpec, blocks: frozenset[str] | None, recipe: RecipeSpec) -> None:
+    """Check every model block the run builds (the top level's, when the route reads it, and
+    any in its recipe, e.g. Parallel Training's jobs) before any data is loaded: an argument
+    that does not fit its trunk costs nothing."""
+    models = list(iter_specs(recipe, ModelSpec))
+    if blocks is None or "model" in blocks:
+        models.insert(0, spec.model)
+    for m in models:
+        check_model_args(m.trunk, m.trunk_args, m.stem, m.stem_args)
 
 
 def run(

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tlroutes.config import check_memory
 from tlroutes.data.shifts import (
     apply_image_geometry,
     apply_image_photometry,
@@ -160,6 +162,7 @@ def load_builtin(
     seed = _check_seed(seed)
     n = _check_n(n, name)
     size = canvas_size(canvas, modality, variant)
+    _check_canvas_memory(name, n, size)
 
     meta: dict[str, Any] = {"dataset": name, "task": variant}
     if name == "digits":
@@ -241,6 +244,24 @@ def _check_n(n: Any, name: str) -> int | None:
             f"got {n!r}."
         )
     return int(n)
+
+
+#: Samples of ``digits`` (all classes): the most a canvas holds when ``n`` is None.
+DIGITS_SIZE = 1797
+#: Copies of the canvas array the pipeline holds at once (the canvas, a shifted copy, the splits).
+CANVAS_COPIES = 3
+
+
+def _check_canvas_memory(name: str, n: int | None, size: tuple[int, ...] | None) -> None:
+    """Refuse a canvas whose samples cannot fit in memory, before any is allocated."""
+    if size is None:
+        return
+    count = n if n is not None else DIGITS_SIZE
+    cells = math.prod(size)
+    shape = "×".join(str(s) for s in size)
+    check_memory(f"canvas: {size[0]}", count * cells * 4 * CANVAS_COPIES,
+                 f"{count:,} {name} samples × {shape} float32 values × {CANVAS_COPIES} copies",
+                 "use a smaller canvas or fewer samples (n)")
 
 
 def _digits(classes: tuple[int, ...]) -> tuple[Tensor, Tensor]:

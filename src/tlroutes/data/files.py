@@ -49,8 +49,11 @@ def load_npz(
         )
     splits = {}
     for name in ("train", "val", "test"):
-        x = torch.as_tensor(arrays[f"x_{name}"])
-        y = torch.as_tensor(arrays[f"y_{name}"])
+        x = torch.as_tensor(_numeric(arrays[f"x_{name}"], f"x_{name}", path))
+        y_array = _numeric(arrays[f"y_{name}"], f"y_{name}", path)
+        if kind == "classification":
+            y_array = _class_labels(y_array, name, path)
+        y = torch.as_tensor(y_array)
         x = x if modality == "text" else x.float()
         y = y.long() if kind == "classification" else y.float()
         if kind != "classification" and y.dim() == 1:
@@ -70,6 +73,43 @@ def load_npz(
     domain = Domain(path.stem, modality, shape)
     return Problem(path.stem, task, domain, splits["train"], splits["val"], splits["test"],
                    meta={"file": str(path)}).validate()
+
+
+def _numeric(array: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """``array`` when it holds real numbers (bool, int, float); else a :class:`DataError`.
+
+    Complex values would lose their imaginary part when cast to float, silently; strings and
+    other kinds cannot be a tensor at all.
+    """
+    if np.iscomplexobj(array):
+        raise DataError(f"{path}: {key} holds complex numbers; tlroutes learns from real "
+                        "values. Split them into real and imaginary channels first.")
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{path}: {key} holds {array.dtype} values; it must hold numbers "
+                        "(integers or floats).")
+    return array
+
+
+def _class_labels(y: np.ndarray, split: str, path: Path) -> np.ndarray:
+    """Classification labels as integers; float labels only when each is a whole number.
+
+    Casting would truncate 2.7 to class 2 and turn NaN into -9223372036854775808, silently.
+    """
+    if y.dtype.kind != "f":
+        return y
+    finite = np.isfinite(y)
+    if not finite.all():
+        raise DataError(f"{path}: the {split} split has {int((~finite).sum())} label(s) that "
+                        "are NaN or infinite; a class label must be a whole number.")
+    # Beyond 2**31 no label is a class index (and int64 casts of 1e30 wrap around).
+    fractional = (y != np.round(y)) | (np.abs(y) >= 2**31)
+    if fractional.any():
+        bad = np.unique(y[fractional])[:5].tolist()
+        raise DataError(f"{path}: the {split} split has {int(fractional.sum())} class label(s) "
+                        f"that are not class indices (e.g. {bad}); classification labels are "
+                        "class indices 0, 1, 2, ... For numeric targets use task kind "
+                        "'regression'.")
+    return y.astype(np.int64)
 
 
 def _labels(arrays: dict, kind: str, splits: dict[str, Split]) -> tuple[str, ...]:

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from tlroutes import checks
+from tlroutes.config import check_memory
 from tlroutes.errors import ConfigError, DataError, did_you_mean
 from tlroutes.problem import Problem, Split, on_device
 from tlroutes.seeding import derive_seed
@@ -218,6 +219,12 @@ class MixedStream:
                 )
         _check_compatible(parts, names, name)
         checks.batch_size(name, batch_size, world_size)
+        # Drawn with replacement, a batch may be far larger than the data; it must still fit.
+        per_sample = 16 + max(s.x[0].numel() * s.x.element_size()
+                              + s.y[0].numel() * s.y.element_size() for s in parts)
+        check_memory(f"batch_size: {batch_size}", batch_size * per_sample,
+                     f"{per_sample} bytes per sample: input, label, index and draw",
+                     "lower batch_size")
         if probabilities is not None:
             if policy is not None or temperature is not None or cap is not None:
                 raise ConfigError(

@@ -248,3 +248,8 @@ def _leakage_blocks(leak: dict[str, Any], run: RunData) -> list[Block]:
               id="leaking-train"),
         Text(f"What was done: {done}."),
     ]
+
+
+#: The run file's top-level blocks this route reads besides those every run reads (route, order,
+#: constraints, seed, seeds, recipe, hardware, tracking); another one set is refused at resolve.
+RUN_FILE_BLOCKS: frozenset[str] = frozenset({"problems", "model", "training", "baseline"})

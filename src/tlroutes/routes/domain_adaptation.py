@@ -370,3 +370,11 @@ def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
                             width=460 * len(facts["states"])))
     return blocks + details_blocks(run, shown={"method", "selection", "target_labels",
                                                "selection_uses_target_labels"})
+
+
+#: The run file's top-level blocks this route reads besides those every run reads (route, order,
+#: constraints, seed, seeds, recipe, hardware, tracking); another one set is refused at resolve.
+# No `baseline`: the source-only baseline (and the target-supervised one, with target labels) is
+# always measured, since it is what adaptation is judged against.
+RUN_FILE_BLOCKS: frozenset[str] = frozenset(
+    {"source", "target", "model", "source_training", "target_training"})

@@ -173,3 +173,9 @@ def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
     """The report's route section: the run's settings and extra measurements
     (trainable patterns, the random-init control)."""
     return details_blocks(run)
+
+
+#: The run file's top-level blocks this route reads besides those every run reads (route, order,
+#: constraints, seed, seeds, recipe, hardware, tracking); another one set is refused at resolve.
+RUN_FILE_BLOCKS: frozenset[str] = frozenset(
+    {"source", "target", "model", "source_training", "target_training", "baseline"})

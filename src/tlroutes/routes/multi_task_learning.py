@@ -405,3 +405,8 @@ def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
         blocks.append(Text(f"Task weighting: **{s.details['weighting']}**."))
     return blocks + details_blocks(run, shown={"per_task", "per_task_baseline", "delta_m",
                                                "weighting"})
+
+
+#: The run file's top-level blocks this route reads besides those every run reads (route, order,
+#: constraints, seed, seeds, recipe, hardware, tracking); another one set is refused at resolve.
+RUN_FILE_BLOCKS: frozenset[str] = frozenset({"problems", "model", "training", "baseline"})

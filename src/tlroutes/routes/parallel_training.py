@@ -14,9 +14,9 @@ Run file::
         digits:  {data: {dataset: digits, task: digit}, model: {trunk: cnn2d}}
         signals: {data: {dataset: mnist1d, task: parity}, model: {trunk: cnn1d}}
 
-The top-level ``source``, ``target``, ``model``, ``source_training``, ``target_training`` and
-``baseline`` are not used: every job carries its own (those set to other than their defaults
-are listed under ``ignored`` in the summary). ``seed`` is the run's seed (each job derives its own
+The top-level ``source``, ``target``, ``problems``, ``model``, the training blocks and
+``baseline`` are not read: every job carries its own, and a run file that sets them is refused
+(:data:`RUN_FILE_BLOCKS`). ``seed`` is the run's seed (each job derives its own
 from it and its name); ``hardware`` says where (``threads``: threads per worker process).
 
 Recipe:
@@ -66,8 +66,6 @@ if TYPE_CHECKING:
     from tlroutes.problem import Problem
 
 ROUTE = Route.PARALLEL_TRAINING
-
-UNUSED = ("source", "target", "model", "source_training", "target_training", "baseline")
 
 
 class Recipe(RecipeSpec):
@@ -128,10 +126,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
             "none trained: nothing is shared, so each job's result is what it would be trained "
             "alone (the tests check every backend against one-after-another training); set "
             "recipe.sequential_baseline: true to measure it and the wall-time speedup")
-    defaults = RunSpec(route=spec.route)
-    ignored = [k for k in UNUSED if getattr(spec, k) != getattr(defaults, k)]
-    return summarise_jobs(ROUTE.value, ROUTE.title, outcome, baseline, baseline_note=note,
-                          **({"ignored": ignored} if ignored else {}))
+    return summarise_jobs(ROUTE.value, ROUTE.title, outcome, baseline, baseline_note=note)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,3 +193,9 @@ def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
                            f"{speedup}."))
     return blocks + details_blocks(run, shown={"jobs", "failed", "backend", "backend_reason",
                                                "wall_time_s", "speedup"})
+
+
+#: The run file's top-level blocks this route reads besides those every run reads (route, order,
+#: constraints, seed, seeds, recipe, hardware, tracking); another one set is refused at resolve.
+# Nothing but the recipe: every job carries its own data, model and training.
+RUN_FILE_BLOCKS: frozenset[str] = frozenset()

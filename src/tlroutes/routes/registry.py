@@ -34,9 +34,13 @@ advice and the prose (the last two) it may leave out, and then borrows those of 
 route of its cell: the planner and ``tlroutes routes --explain`` speak of cells, so they only
 ever ask the built-in routes.
 
-Optional: ``REPORT_FILES`` (``{file: why it matters}``, files relative to the first seed's folder
-that a finished run holds and the report reads, e.g. ``{"features.npz": ...}``; the report lists
-any that are missing) and ``TITLE`` (the display name, default ``ROUTE.title``).
+Optional: ``RUN_FILE_BLOCKS`` (a ``frozenset`` of the run file's top-level blocks the route reads
+besides those every run reads — route, order, constraints, seed, seeds, recipe, hardware,
+tracking; the runner refuses a run file that sets any other, naming the route; a plug-in that
+leaves it out is not checked), ``REPORT_FILES`` (``{file: why it matters}``, files relative to
+the first seed's folder that a finished run holds and the report reads, e.g.
+``{"features.npz": ...}``; the report lists any that are missing) and ``TITLE`` (the display
+name, default ``ROUTE.title``).
 
 A plug-in route is one module plus one registration::
 
