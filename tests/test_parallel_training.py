@@ -109,13 +109,7 @@ def assert_same_jobs(a, b, rtol: float | None = None, atol: float | None = None)
                 assert ra.metrics[key] == pytest.approx(rb.metrics[key], abs=1e-4), (name, key)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: fast on a small shared machine, and the same float reductions everywhere."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ equal to the plain loop

@@ -56,12 +56,7 @@ STATELESS = [_name(n) for n in available_weightings()
 CONFLICT_AWARE = ["pcgrad", "mgda", "cagrad", "nash_mtl"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- helpers
