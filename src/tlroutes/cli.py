@@ -1,13 +1,30 @@
 """The ``tlroutes`` command.
 
-Errors tlroutes raises on purpose (bad run files, bad data, missing extras) are printed as one
-clear message, without a traceback, and the command exits with status 2.
+Exit status:
+
+- **0**: done.
+- **1**: an unexpected error (a bug, or the machine: out of memory, disk full): its traceback,
+  then one line saying what stopped and whether ``--resume`` can continue.
+- **2**: a usage error (an unknown option, a missing argument: one line and a pointer to
+  ``--help``), or an error tlroutes raises on purpose (a bad run file, bad data, a missing extra):
+  one clear message, without a traceback.
+- **3**: a Parallel Training run finished but some of its jobs failed (each is named with its
+  cause); ``--allow-failed-jobs`` makes that 0.
+- **130**: interrupted (Ctrl-C); ``--resume`` continues the run.
+
+A run that stops says what failed and what to do next. It also leaves ``failed.json`` in its run
+folder (what stopped it, and whether a resume can fix it), so that ``--resume`` after a failure a
+resume would only repeat — a diverged loss (a resume repeats the run exactly), bad data — says
+so at once instead of training into the same failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,7 +33,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tlroutes.errors import TLRoutesError
+from tlroutes.errors import (
+    DataError,
+    TLRoutesError,
+    TrainingDivergedError,
+    clip_message,
+    shorten,
+)
 
 if TYPE_CHECKING:
     from tlroutes.summary import Summary
@@ -53,6 +76,15 @@ def routes(
         console.print(f"cube picture written to {picture}")
 
 
+#: Exit status of a Parallel Training run with failed jobs (see the module's docstring).
+EXIT_FAILED_JOBS = 3
+#: The record a stopped run leaves in its folder: what stopped it and whether a resume can fix it.
+FAILURE_FILE = "failed.json"
+#: Errors a resume with the same run file meets again: a resume repeats the run exactly (the
+#: same loss diverges at the same step), and the same data fails the same check.
+REPEATING_ERRORS: tuple[type[BaseException], ...] = (TrainingDivergedError, DataError)
+
+
 @app.command()
 def run(
     run_file: Annotated[Path, typer.Argument(help="The run file (YAML).")],
@@ -60,15 +92,120 @@ def run(
         help="The run folder. Default: runs/<run file name>.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a stopped run in --out.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
+    allow_failed_jobs: Annotated[bool, typer.Option(
+        help="Parallel Training: exit 0 even when some jobs failed (they are still listed). "
+        f"Default: exit {EXIT_FAILED_JOBS}.")] = False,
 ) -> None:
     """Train what a run file describes, against the from-scratch baseline."""
     from tlroutes.runner import run as run_file_
 
     out = out or Path("runs") / run_file.stem
-    summary = run_file_(run_file, out, resume=resume, progress=not quiet)
+    if resume:
+        _check_failure_record(run_file, out)
+    try:
+        summary = run_file_(run_file, out, resume=resume, progress=not quiet)
+    except BaseException as exc:
+        _stopped(run_file, out, exc)
+        raise  # _stopped re-raises deliberate errors with the advice; this is everything else
     if _is_main_process():
+        _remove_failure_record(out)
         console.print(summary_table([summary]))
         console.print(f"run folder: {out}  (summary.json, metrics.jsonl, checkpoints/)")
+        failed = _failed_jobs(summary)
+        if failed:
+            err = Console(stderr=True, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {len(failed)} Parallel Training job(s) failed "
+                      "(the others finished; summary.json has every result):", highlight=False)
+            for name, cause in failed.items():
+                err.print(f"  - {escape(name)}: {escape(shorten(str(cause), 300))}",
+                          highlight=False)
+            if not allow_failed_jobs:
+                raise typer.Exit(EXIT_FAILED_JOBS)
+
+
+def _failed_jobs(summary: Summary) -> dict[str, str]:
+    """Parallel Training's failed jobs by name (``seed s: name`` over several seeds) → cause."""
+    failed = dict(summary.details.get("failed") or {})
+    for one in summary.per_seed:
+        failed.update({f"seed {one.seed}: {n}": c
+                       for n, c in (one.details.get("failed") or {}).items()})
+    return failed
+
+
+def _stopped(run_file: Path, out: Path, exc: BaseException) -> None:
+    """Say what stopped a run and what to do next; record it in the run folder.
+
+    Refusals before the run starts (an invalid run file, a folder that holds another run) are
+    ``ConfigError``s and other deliberate errors, printed as they are. A run that stopped while
+    training leaves :data:`FAILURE_FILE`.
+    """
+    if not _is_main_process():
+        return
+    started = (out / "run.yaml").is_file()
+    training_error = isinstance(exc, REPEATING_ERRORS) or not isinstance(exc, TLRoutesError)
+    if not (started and training_error):
+        return
+    repeats = isinstance(exc, REPEATING_ERRORS)
+    kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
+    _write_failure_record(out, kind, str(exc) or kind, resumable=not repeats)
+    if repeats:
+        advice = (f"The run stopped; {out} keeps what finished (report: {out}/report.html). "
+                  "Resuming with the same run file would stop the same way (a resume repeats "
+                  "the run exactly): change the run file (or the data) and start it in a new "
+                  "--out.")
+        raise TLRoutesError(f"{exc}\n{advice}") from exc
+    advice = (f"The run stopped; {out} keeps what finished (report: {out}/report.html). "
+              f"Continue it with: tlroutes run {run_file} --out {out} --resume")
+    if isinstance(exc, KeyboardInterrupt):
+        Console(stderr=True, soft_wrap=True).print(f"interrupted. {escape(advice)}",
+                                                   highlight=False)
+        return
+    traceback.print_exc()
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]error:[/] the run stopped on an unexpected {escape(kind)}: "
+        f"{escape(shorten(str(exc), 400))}\n{escape(advice)}", highlight=False)
+    raise typer.Exit(1) from None
+
+
+def _write_failure_record(out: Path, kind: str, message: str, *, resumable: bool) -> None:
+    """:data:`FAILURE_FILE` in ``out``, written atomically (temporary file, rename) and never
+    through a symlink: a record that cannot be written is skipped, the run's error matters."""
+    path = out / FAILURE_FILE
+    if path.is_symlink():
+        return
+    record = {"error": kind, "message": shorten(message, 2000), "resumable": resumable}
+    tmp = out / f".{FAILURE_FILE}.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _remove_failure_record(out: Path) -> None:
+    with contextlib.suppress(OSError):  # a stale record only makes a later --resume warier
+        (out / FAILURE_FILE).unlink(missing_ok=True)
+
+
+def _check_failure_record(run_file: Path, out: Path) -> None:
+    """Refuse ``--resume`` of a run whose recorded failure a resume would only repeat."""
+    path = out / FAILURE_FILE
+    if path.is_symlink() or not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):  # a damaged record must not block a resume
+        return
+    if not isinstance(record, dict) or record.get("resumable", True) is not False:
+        return
+    message = shorten(str(record.get("message", "")), 1000)
+    raise TLRoutesError(
+        f"The run in {out} stopped on {shorten(str(record.get('error', 'an error')))}: "
+        f"{message}\nResuming it with the same run file would stop the same way (a resume "
+        "repeats the run exactly), and a changed run file cannot resume this folder. Change "
+        f"the run file (or the data) and start it in a new --out. (Delete {path} to resume "
+        "anyway.)")
 
 
 @app.command()
@@ -149,8 +286,8 @@ def plan(
 ) -> None:
     """Name the route for a run file from what it declares and what is measured in its data."""
     from tlroutes.cube_picture import draw_cube
-    from tlroutes.measure.display import plan_tables
     from tlroutes.planner import plan as plan_
+    from tlroutes.planner import plan_tables
     from tlroutes.routes.explain import cube_table
 
     result = plan_(run_file, seed=seed, permutations=permutations, max_samples=max_samples)
@@ -210,23 +347,49 @@ def _is_main_process() -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app; print deliberate errors as one message and exit 2."""
+    """Entry point: run the app; print usage and deliberate errors as one message and exit 2
+    (see the module's docstring for every exit status)."""
     try:
-        app(args=argv, standalone_mode=False)
+        status = app(args=argv, standalone_mode=False)
     except TLRoutesError as exc:
         Console(stderr=True, soft_wrap=True).print(
-            f"[bold red]error:[/] {escape(str(exc))}", highlight=False
+            f"[bold red]error:[/] {escape(clip_message(str(exc)))}", highlight=False
         )
         sys.exit(2)
-    except Exception as exc:  # click's own usage errors
-        import click
+    except Exception as exc:
+        code = _usage_error(exc)
+        if code is None:
+            raise
+        sys.exit(code)
+    # Without standalone mode, typer returns an Exit's status (e.g. 130 for Ctrl-C).
+    if isinstance(status, int) and status:
+        sys.exit(status)
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+
+def _usage_error(exc: Exception) -> int | None:
+    """Print a command-line usage error as one line; its exit status, or None if it is none.
+
+    typer raises its own (vendored) copy of click's exceptions, and a plugin may raise click's
+    own: both are recognised by shape (``exit_code`` and ``format_message``), not by class.
+    """
+    from typer._click.exceptions import NoArgsIsHelpError
+
+    if isinstance(exc, NoArgsIsHelpError):  # `tlroutes` alone: the help, as click prints it
+        print(exc.format_message())
+        return 2
+    format_message = getattr(exc, "format_message", None)
+    exit_code = getattr(exc, "exit_code", None)
+    if not (callable(format_message) and isinstance(exit_code, int)):
+        if type(exc).__name__ == "Abort":
+            return 130
+        return None
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "tlroutes"
+    text = " ".join(str(format_message()).split())  # one line
+    hint = f" (see '{command} --help')" if ctx is not None else ""
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(shorten(text, 400))}{escape(hint)}", highlight=False)
+    return exit_code
 
 
 if __name__ == "__main__":

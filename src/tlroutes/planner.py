@@ -24,9 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.table import Table
+
 from tlroutes.config import RunLike, RunSpec, as_run_spec
 from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route, route_for
+from tlroutes.measure.display import evidence_tables, verdict_text
 from tlroutes.measure.evidence import (
     Evidence,
     FeatureFn,
@@ -278,3 +281,31 @@ def recommend(route: Route, problems: dict[str, Problem], evidence: Evidence | N
         ``(recipe, reasons)``: recommended ``recipe:`` settings and one sentence per key.
     """
     return get_route(route).recommend(problems, evidence, warnings)
+
+
+def plan_tables(plan: Plan) -> list[Table]:
+    """The axes with their sources, the recommended recipe, and the warnings."""
+    axes = Table(title=f"plan: {plan.route.title}", title_justify="left")
+    axes.add_column("axis")
+    axes.add_column("value")
+    axes.add_column("from")
+    axes.add_column("why", overflow="fold")
+    for name in ("task", "domain", "order"):
+        axis = getattr(plan, name)
+        axes.add_row(name, verdict_text(axis.value), axis.source, axis.detail)
+    recipe = Table(title="recommended recipe", title_justify="left")
+    recipe.add_column("setting")
+    recipe.add_column("value")
+    recipe.add_column("why", overflow="fold")
+    for key, value in plan.recipe.items():
+        recipe.add_row(key, str(value), plan.reasons.get(key, ""))
+    tables = [axes, recipe]
+    if plan.warnings:
+        warn = Table(title="warnings", title_justify="left", show_header=False)
+        warn.add_column("warning", overflow="fold", style="yellow")
+        for text in plan.warnings:
+            warn.add_row(text)
+        tables.append(warn)
+    if plan.evidence is not None:
+        tables.extend(evidence_tables(plan.evidence))
+    return tables

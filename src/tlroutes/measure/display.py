@@ -9,7 +9,6 @@ from rich.table import Table
 if TYPE_CHECKING:
     from tlroutes.measure.domain import DomainEvidence
     from tlroutes.measure.evidence import Evidence
-    from tlroutes.planner import Plan
 
 _VERDICT_STYLE = {"same": "green", "different": "yellow", "undecided": "magenta"}
 
@@ -22,7 +21,8 @@ def evidence_tables(evidence: Evidence) -> list[Table]:
     return tables
 
 
-def _verdict(text: str) -> str:
+def verdict_text(text: str) -> str:
+    """``text`` (a verdict: same, different, undecided) in its colour, as rich markup."""
     return f"[bold {_VERDICT_STYLE.get(text, 'white')}]{text}[/]"
 
 
@@ -32,10 +32,10 @@ def _pair_table(pair) -> Table:
     table.add_column("verdict")
     table.add_column("evidence", overflow="fold")
     d, t = pair.domain, pair.task
-    table.add_row("domain", _verdict(d.verdict), d.reason)
+    table.add_row("domain", verdict_text(d.verdict), d.reason)
     for name, text in _domain_rows(d):
         table.add_row("", name, text)
-    table.add_row("task", _verdict(t.verdict), t.reason)
+    table.add_row("task", verdict_text(t.verdict), t.reason)
     table.add_row("", "labels", f"{t.label_relation}" + (
         "" if t.jaccard is None else f" (Jaccard {t.jaccard:.2f})"))
     if t.nce is not None:
@@ -97,31 +97,3 @@ def _ranking_table(evidence: Evidence) -> Table:
         f"{k} skipped: {v}" for k, v in ranking.skipped.items()] + list(ranking.notes)
     table.caption = "\n".join(notes) or None
     return table
-
-
-def plan_tables(plan: Plan) -> list[Table]:
-    """The axes with their sources, the recommended recipe, and the warnings."""
-    axes = Table(title=f"plan: {plan.route.title}", title_justify="left")
-    axes.add_column("axis")
-    axes.add_column("value")
-    axes.add_column("from")
-    axes.add_column("why", overflow="fold")
-    for name in ("task", "domain", "order"):
-        axis = getattr(plan, name)
-        axes.add_row(name, _verdict(axis.value), axis.source, axis.detail)
-    recipe = Table(title="recommended recipe", title_justify="left")
-    recipe.add_column("setting")
-    recipe.add_column("value")
-    recipe.add_column("why", overflow="fold")
-    for key, value in plan.recipe.items():
-        recipe.add_row(key, str(value), plan.reasons.get(key, ""))
-    tables = [axes, recipe]
-    if plan.warnings:
-        warn = Table(title="warnings", title_justify="left", show_header=False)
-        warn.add_column("warning", overflow="fold", style="yellow")
-        for text in plan.warnings:
-            warn.add_row(text)
-        tables.append(warn)
-    if plan.evidence is not None:
-        tables.extend(evidence_tables(plan.evidence))
-    return tables
