@@ -102,6 +102,10 @@ def run(
     out = out or Path("runs") / run_file.stem
     if resume:
         _check_failure_record(run_file, out)
+    elif _is_main_process():
+        # A fresh start makes an earlier attempt's record stale (whatever stops this run
+        # records itself; a run killed outright must not be blocked by the last one's record).
+        _remove_failure_record(out)
     try:
         summary = run_file_(run_file, out, resume=resume, progress=not quiet)
     except BaseException as exc:
@@ -114,7 +118,8 @@ def run(
         failed = _failed_jobs(summary)
         if failed:
             err = Console(stderr=True, soft_wrap=True)
-            err.print(f"[bold red]error:[/] {len(failed)} Parallel Training job(s) failed "
+            label = "[yellow]warning:[/]" if allow_failed_jobs else "[bold red]error:[/]"
+            err.print(f"{label} {len(failed)} Parallel Training job(s) failed "
                       "(the others finished; summary.json has every result):", highlight=False)
             for name, cause in failed.items():
                 err.print(f"  - {escape(name)}: {escape(shorten(str(cause), 300))}",
