@@ -151,8 +151,28 @@ class BagStem(Stem):
         return (emb * keep).sum(1) / keep.sum(1).clamp_min(1.0)
 
 
+class _ConvStem(Stem):
+    """A same-padded convolution over the input's channels, then ReLU (the subclass names the
+    convolution, the input's dimensions and its shape in words)."""
+
+    _conv: type[nn.Conv1d] | type[nn.Conv2d]
+    _dims: int
+    _shape: str
+
+    def __init__(self, domain: Domain, width: int, kernel_size: int) -> None:
+        super().__init__(domain, width)
+        _need_dims(domain, self._dims, self._shape)
+        self.conv = self._conv(self.input_shape[0], width, kernel_size,
+                               padding=kernel_size // 2)
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check(x)
+        return self.act(self.conv(x))
+
+
 @register_stem("conv2d")
-class Conv2dStem(Stem):
+class Conv2dStem(_ConvStem):
     """Image → image: ``Conv2d(C, width, kernel_size, padding=kernel_size // 2)`` then ReLU.
 
     Args:
@@ -161,20 +181,14 @@ class Conv2dStem(Stem):
 
     modalities = ("image",)
     input_kind = "image"
+    _conv, _dims, _shape = nn.Conv2d, 3, "images of shape (C, H, W)"
 
     def __init__(self, domain: Domain, width: int, kernel_size: int = 3) -> None:
-        super().__init__(domain, width)
-        _need_dims(domain, 3, "images of shape (C, H, W)")
-        self.conv = nn.Conv2d(self.input_shape[0], width, kernel_size, padding=kernel_size // 2)
-        self.act = nn.ReLU()
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.check(x)
-        return self.act(self.conv(x))
+        super().__init__(domain, width, kernel_size)
 
 
 @register_stem("conv1d")
-class Conv1dStem(Stem):
+class Conv1dStem(_ConvStem):
     """Signal → sequence: ``Conv1d(C, width, kernel_size, padding=kernel_size // 2)`` then ReLU.
 
     Args:
@@ -183,16 +197,10 @@ class Conv1dStem(Stem):
 
     modalities = ("signal",)
     input_kind = "sequence"
+    _conv, _dims, _shape = nn.Conv1d, 2, "signals of shape (C, L)"
 
     def __init__(self, domain: Domain, width: int, kernel_size: int = 5) -> None:
-        super().__init__(domain, width)
-        _need_dims(domain, 2, "signals of shape (C, L)")
-        self.conv = nn.Conv1d(self.input_shape[0], width, kernel_size, padding=kernel_size // 2)
-        self.act = nn.ReLU()
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.check(x)
-        return self.act(self.conv(x))
+        super().__init__(domain, width, kernel_size)
 
 
 def auto_patch(sizes: tuple[int, ...], max_tokens: int) -> int:
@@ -219,7 +227,8 @@ class _PatchStem(Stem):
     dims = 2
 
     def __init__(
-        self, domain: Domain, width: int, patch: int | None, max_tokens: int = AUTO_MAX_TOKENS
+        self, domain: Domain, width: int, patch: int | None = None,
+        max_tokens: int = AUTO_MAX_TOKENS,
     ) -> None:
         super().__init__(domain, width)
         layout = "images of shape (C, H, W)" if self.dims == 2 else "signals of shape (C, L)"
@@ -258,15 +267,6 @@ class Patch2dStem(_PatchStem):
     input_kind = "tokens"
     dims = 2
 
-    def __init__(
-        self,
-        domain: Domain,
-        width: int,
-        patch: int | None = None,
-        max_tokens: int = AUTO_MAX_TOKENS,
-    ) -> None:
-        super().__init__(domain, width, patch, max_tokens)
-
 
 @register_stem("patch1d")
 class Patch1dStem(_PatchStem):
@@ -282,15 +282,6 @@ class Patch1dStem(_PatchStem):
     modalities = ("signal",)
     input_kind = "tokens"
     dims = 1
-
-    def __init__(
-        self,
-        domain: Domain,
-        width: int,
-        patch: int | None = None,
-        max_tokens: int = AUTO_MAX_TOKENS,
-    ) -> None:
-        super().__init__(domain, width, patch, max_tokens)
 
 
 @register_stem("features")

@@ -1,42 +1,8 @@
 """Multi-task weightings (this path is kept for existing imports; the methods live in
-:mod:`tlroutes.objectives.mtl`, one per module, with their registry)."""
+:mod:`tlroutes.objectives.mtl`, one per module, with their registry, and every public name of
+that package is re-exported here)."""
 
-from tlroutes.objectives.mtl import (
-    IMTLG,
-    MGDA,
-    AlignedMTL,
-    CAGrad,
-    DualProj,
-    DynamicWeightAverage,
-    EqualWeighting,
-    FairGrad,
-    GradNorm,
-    NashMTL,
-    PCGrad,
-    RandomLossWeighting,
-    UncertaintyWeighting,
-    UPGrad,
-    Weighting,
-    available_weightings,
-    create_weighting,
-)
+from tlroutes.objectives import mtl
+from tlroutes.objectives.mtl import *  # noqa: F403
 
-__all__ = [
-    "IMTLG",
-    "MGDA",
-    "AlignedMTL",
-    "CAGrad",
-    "DualProj",
-    "DynamicWeightAverage",
-    "EqualWeighting",
-    "FairGrad",
-    "GradNorm",
-    "NashMTL",
-    "PCGrad",
-    "RandomLossWeighting",
-    "UPGrad",
-    "UncertaintyWeighting",
-    "Weighting",
-    "available_weightings",
-    "create_weighting",
-]
+__all__ = list(mtl.__all__)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -12,17 +12,11 @@ from tlroutes.matrix import Route, route_for
 from tlroutes.objectives.tasks import primary_metric
 from tlroutes.problem import Problem, Task
 from tlroutes.summary import Summary
+from tlroutes.train.from_spec import build, evaluate, load, supervised_stage
 
-# The run file's blocks made into problems, models, stages and test metrics live in the training
-# layer (so that training code uses them without importing routes); re-exported for the routes.
-from tlroutes.train.from_spec import (  # noqa: F401
-    build,
-    evaluate,
-    load,
-    stage,
-    stream,
-    supervised_stage,
-)
+if TYPE_CHECKING:
+    from tlroutes.model import TransferModel
+    from tlroutes.train.engine import Trainer
 
 
 class RecipeSpec(BaseModel):
@@ -66,6 +60,46 @@ def require_fit(route: Route, source: Problem, target: Problem) -> None:
         f"{target.domain.input_shape}) have the {task} task and the {domain} domain. The route "
         f"that fits is {fits.title} (route: {fits.value})."
     )
+
+
+def load_pair(route: Route, spec: RunSpec) -> tuple[Problem | None, Problem]:
+    """The run's ``(source, target)`` problems, checked to sit in ``route``'s cell.
+
+    The source is None with ``source: null`` (the pretrained trunk is then the source).
+    """
+    target = load(spec.target, spec.seed, "target")
+    source = load(spec.source, spec.seed, "source") if spec.source is not None else None
+    if source is not None:
+        require_fit(route, source, target)
+    return source, target
+
+
+def pretrain(spec: RunSpec, trainer: Trainer, source: Problem | None,
+             target: Problem) -> TransferModel:
+    """The model of a sequential route: one stem, and a head ``"source"`` trained on the source
+    in the stage ``"source"`` (none without a source: the pretrained trunk is the source)."""
+    first = source or target
+    trainer.seed_for("model")
+    model = build(spec.model, {"input": first.domain}, {"source": first.task})
+    if source is not None:
+        trainer.fit(supervised_stage("source", model, source, spec.source_training, spec.seed,
+                                     head="source"))
+    return model
+
+
+def scratch_baseline(spec: RunSpec, trainer: Trainer, target: Problem, *, epochs: int | None = None,
+                     head_args: dict[str, Any] | None = None) -> dict[str, float] | None:
+    """The target's test metrics of the same architecture trained from scratch on the target
+    (stage ``"baseline"``, ``epochs`` or the target's), or None when ``baseline: false``."""
+    if not spec.baseline:
+        return None
+    trainer.seed_for("baseline-model")
+    scratch = build(spec.model, {"input": target.domain}, {"target": target.task}, fresh=True,
+                    head_args=head_args)
+    overrides = {} if epochs is None else {"epochs": epochs}
+    trainer.fit(supervised_stage("baseline", scratch, target, spec.target_training, spec.seed,
+                                 **overrides))
+    return evaluate(scratch, target.test, target.task)
 
 
 def require_same_cell(route: Route, problems: dict[str, Problem]) -> None:
@@ -131,6 +165,11 @@ def summarise(
         carried_over=carried_over, source=source, target=target, metric_note=metric_note,
         baseline_note=baseline_note, details=details,
     )
+
+
+def mean_of(per: dict[str, dict[str, float]], key: str) -> float:
+    """The mean of metric ``key`` over a dict of metrics dicts (one per source, domain …)."""
+    return sum(m[key] for m in per.values()) / len(per)
 
 
 def target_budget_note(spec: RunSpec) -> str:

@@ -32,7 +32,7 @@ from tlroutes.reporting.collect import RunData
 from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block, Cell, Code, Notice, Table, Text
 from tlroutes.reporting.tables import NEGATIVE, fmt_values, seed_values
-from tlroutes.routes.common import RecipeSpec, require_same_cell, summarise
+from tlroutes.routes.common import RecipeSpec, mean_of, require_same_cell, summarise
 from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from tlroutes.problem import Problem
 
 ROUTE = Route.DATASET_MERGING
+
+BALANCE_ABOVE = 2.0
+"""Ratio of the largest to the smallest training set above which the plan samples equally."""
 
 
 class Recipe(RecipeSpec):
@@ -118,9 +121,9 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
             trainer.fit(supervised_stage(f"alone-{name}", alone, problem, t, spec.seed))
             baseline[name] = evaluate(alone, problem.test, task)
     key, higher = primary_metric(task)
-    mean = {key: _mean(per_source, key)}
+    mean = {key: mean_of(per_source, key)}
     summary = summarise(ROUTE, task, mean, None if baseline is None else
-                        {key: _mean(baseline, key)},
+                        {key: mean_of(baseline, key)},
                         carried_over="one stem, trunk and head for all datasets",
                         per_source=metrics, per_source_baseline=baseline,
                         mixing={"policy": recipe.mixing,
@@ -137,10 +140,6 @@ def _pool(splits: list[Split]) -> Split:
     return Split(torch.cat([s.x for s in splits]), torch.cat([s.y for s in splits]))
 
 
-def _mean(per_source: dict[str, dict[str, float]], key: str) -> float:
-    return sum(m[key] for m in per_source.values()) / len(per_source)
-
-
 # --------------------------------------------------------------------------------------------------
 # Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
 # --------------------------------------------------------------------------------------------------
@@ -149,12 +148,9 @@ PROSE = RouteProse(
     "Train on two datasets of the same task and domain at once, as if they were one larger "
     "dataset.",
     example="ImageNet + scraped images",
-    sharing=Sharing(stems="one, shared", trunk="shared", heads="one, shared",
-                    stages="one joint stage"),
+    sharing=Sharing(stems="one, shared", trunk="shared",
+                    heads="one, shared", stages="one joint stage"),
 )
-
-BALANCE_ABOVE = 2.0
-"""Ratio of the largest to the smallest training set above which the plan samples equally."""
 
 
 def recommend(problems: dict[str, Problem], evidence: Evidence | None,

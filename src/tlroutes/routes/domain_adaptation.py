@@ -301,8 +301,7 @@ PROSE = RouteProse(
 
 def recommend(problems: dict[str, Problem], evidence: Evidence | None,
               warnings: list[str]) -> Advice:
-    """The plan's advice: MCC alignment with label-free checkpoint selection;
-    a warning when a pair's class proportions differ (χ² test, p < 0.05)."""
+    """The plan's advice: MCC, label-free selection; warns on differing class proportions."""
     recipe: dict[str, Any] = {"method": "mcc", "selection": "im"}
     why = {
         "method": ("MCC gained most among the alignment methods on built-in shifts "

@@ -29,11 +29,11 @@ from tlroutes.model import TransferModel, count_parameters, freeze, unfreeze
 from tlroutes.reporting.collect import RunData
 from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block
-from tlroutes.routes.common import RecipeSpec, require_fit, summarise
+from tlroutes.routes.common import RecipeSpec, load_pair, summarise
 from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
-from tlroutes.train.from_spec import build, evaluate, load, supervised_stage
+from tlroutes.train.from_spec import build, evaluate, supervised_stage
 
 if TYPE_CHECKING:
     from tlroutes.measure.evidence import Evidence
@@ -61,10 +61,7 @@ class Recipe(RecipeSpec):
 
 def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
-    target = load(spec.target, spec.seed, "target")
-    source = load(spec.source, spec.seed, "source") if spec.source is not None else None
-    if source is not None:
-        require_fit(ROUTE, source, target)
+    source, target = load_pair(ROUTE, spec)
     t = spec.target_training
 
     trainer.seed_for("model")
@@ -151,8 +148,8 @@ PROSE = RouteProse(
     "Reuse a pretrained trunk although both domain and task differ: a new stem adapts the new "
     "input, a new head produces the new output, and the trunk stays mostly frozen.",
     example="photo classifier backbone → detection on x-rays",
-    sharing=Sharing(stems="new stem", trunk="carried over, mostly frozen", heads="new head",
-                    stages="source → target"),
+    sharing=Sharing(stems="new stem", trunk="carried over, mostly frozen",
+                    heads="new head", stages="source → target"),
 )
 
 

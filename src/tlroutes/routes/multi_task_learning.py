@@ -66,6 +66,9 @@ if TYPE_CHECKING:
 
 ROUTE = Route.MULTI_TASK_LEARNING
 
+NASH_MTL_UP_TO = 4
+"""Tasks up to which the plan recommends Nash-MTL; above it, MGDA-UB (one backward pass)."""
+
 
 class Recipe(RecipeSpec):
     """Multi-Task Learning settings (the run file's ``recipe:`` block)."""
@@ -342,12 +345,9 @@ def _score(model, joined, split, reference) -> dict[str, float]:
 PROSE = RouteProse(
     "Learn several tasks on one domain at once: a shared backbone feeds one head per task.",
     example="one camera feed → object detection + lane marking",
-    sharing=Sharing(stems="one, shared", trunk="shared", heads="one per task",
-                    stages="one joint stage"),
+    sharing=Sharing(stems="one, shared", trunk="shared",
+                    heads="one per task", stages="one joint stage"),
 )
-
-NASH_MTL_UP_TO = 4
-"""Tasks up to which the plan recommends Nash-MTL; above it, MGDA-UB (one backward pass)."""
 
 
 def recommend(problems: dict[str, Problem], evidence: Evidence | None,

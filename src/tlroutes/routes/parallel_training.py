@@ -137,8 +137,8 @@ PROSE = RouteProse(
     "Train unrelated problems at the same time, side by side, with separate models that share "
     "only the schedule and the infrastructure.",
     example="content moderation and e-mail classification for one client",
-    sharing=Sharing(stems="separate", trunk="separate", heads="separate",
-                    stages="concurrent, independent"),
+    sharing=Sharing(stems="separate", trunk="separate",
+                    heads="separate", stages="concurrent, independent"),
 )
 
 

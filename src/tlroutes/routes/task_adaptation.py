@@ -30,12 +30,12 @@ from tlroutes.objectives.tasks import task_metrics
 from tlroutes.reporting.collect import RunData
 from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block
-from tlroutes.routes.common import RecipeSpec, require_fit, summarise
+from tlroutes.routes.common import RecipeSpec, load_pair, pretrain, scratch_baseline, summarise
 from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
 from tlroutes.train.features import cache_features
-from tlroutes.train.from_spec import build, evaluate, load, stage, stream, supervised_stage
+from tlroutes.train.from_spec import evaluate, stage, stream, supervised_stage
 from tlroutes.train.steps import HeadStep
 
 if TYPE_CHECKING:
@@ -66,17 +66,8 @@ class Recipe(RecipeSpec):
 
 def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
-    target = load(spec.target, spec.seed, "target")
-    source = load(spec.source, spec.seed, "source") if spec.source is not None else None
-    if source is not None:
-        require_fit(ROUTE, source, target)
-    first = source or target
-
-    trainer.seed_for("model")
-    model = build(spec.model, {"input": first.domain}, {"source": first.task})
-    if source is not None:
-        trainer.fit(supervised_stage("source", model, source, spec.source_training, spec.seed,
-                                     head="source"))
+    source, target = load_pair(ROUTE, spec)
+    model = pretrain(spec, trainer, source, target)
 
     trainer.seed_for("target-head")
     head_args = {"hidden": recipe.head_hidden} if recipe.head_hidden else {}
@@ -107,14 +98,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
         metrics = evaluate(model, target.test, target.task, head="target")
 
     trainer.save_model(model)
-    baseline = None
-    if spec.baseline:
-        trainer.seed_for("baseline-model")
-        scratch = build(spec.model, {"input": target.domain}, {"target": target.task},
-                        fresh=True, head_args=head_args)
-        trainer.fit(supervised_stage("baseline", scratch, target, t, spec.seed,
-                                     epochs=t.epochs + recipe.finetune_epochs))
-        baseline = evaluate(scratch, target.test, target.task)
+    baseline = scratch_baseline(spec, trainer, target, epochs=t.epochs + recipe.finetune_epochs,
+                                head_args=head_args)
 
     return summarise(
         ROUTE, target.task, metrics, baseline,

@@ -32,17 +32,20 @@ from tlroutes.problem import Task
 from tlroutes.reporting.collect import RunData
 from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block
-from tlroutes.routes.common import RecipeSpec, require_fit, summarise
+from tlroutes.routes.common import RecipeSpec, load_pair, pretrain, scratch_baseline, summarise
 from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
-from tlroutes.train.from_spec import build, evaluate, load, stage, stream, supervised_stage
+from tlroutes.train.from_spec import evaluate, stage, stream, supervised_stage
 
 if TYPE_CHECKING:
     from tlroutes.measure.evidence import Evidence
     from tlroutes.problem import Problem
 
 ROUTE = Route.TASK_FINE_TUNING
+
+LP_FT_BELOW = 30
+"""Training samples per output below which the plan recommends LP-FT over full fine-tuning."""
 
 
 class Recipe(RecipeSpec):
@@ -106,17 +109,8 @@ class FineTuneStep(nn.Module):
 
 def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
-    target = load(spec.target, spec.seed, "target")
-    source = load(spec.source, spec.seed, "source") if spec.source is not None else None
-    first = source or target
-    if source is not None:
-        require_fit(ROUTE, source, target)
-
-    trainer.seed_for("model")
-    model = build(spec.model, {"input": first.domain}, {"source": first.task})
-    if source is not None:
-        trainer.fit(supervised_stage("source", model, source, spec.source_training, spec.seed,
-                                     head="source"))
+    source, target = load_pair(ROUTE, spec)
+    model = pretrain(spec, trainer, source, target)
 
     trainer.seed_for("target-head")
     keep_head = source is not None and source.task.labels == target.task.labels
@@ -161,13 +155,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     metrics = evaluate(model, target.test, target.task, head="target")
     trainer.save_model(model)
 
-    baseline = None
-    if spec.baseline:
-        trainer.seed_for("baseline-model")
-        scratch = build(spec.model, {"input": target.domain}, {"target": target.task},
-                        fresh=True)
-        trainer.fit(supervised_stage("baseline", scratch, target, t, spec.seed))
-        baseline = evaluate(scratch, target.test, target.task)
+    baseline = scratch_baseline(spec, trainer, target)
 
     return summarise(
         ROUTE, target.task, metrics, baseline,
@@ -197,14 +185,10 @@ PROSE = RouteProse(
                     heads="new head, same kind", stages="source → target"),
 )
 
-LP_FT_BELOW = 30
-"""Training samples per output below which the plan recommends LP-FT over full fine-tuning."""
-
 
 def recommend(problems: dict[str, Problem], evidence: Evidence | None,
               warnings: list[str]) -> Advice:
-    """The plan's advice: LP-FT when the target has few samples per output, else
-    full fine-tuning."""
+    """The plan's advice: LP-FT when the target has few samples per output, else full."""
     target = list(problems.values())[-1]
     per_class = len(target.train) / max(target.task.num_outputs, 1)
     if per_class < LP_FT_BELOW:

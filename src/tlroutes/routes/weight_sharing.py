@@ -28,7 +28,7 @@ from tlroutes.problem import Problem, Split, Task
 from tlroutes.reporting.collect import RunData
 from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block
-from tlroutes.routes.common import RecipeSpec, require_same_cell, summarise
+from tlroutes.routes.common import RecipeSpec, mean_of, require_same_cell, summarise
 from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
@@ -109,8 +109,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
             also["pooled"] = {d: evaluate(one, p.test, task) for d, p in problems.items()}
     key, _ = primary_metric(task)
     summary = summarise(
-        ROUTE, task, {key: _mean(per_domain, key)},
-        None if baseline is None else {key: _mean(baseline, key)},
+        ROUTE, task, {key: mean_of(per_domain, key)},
+        None if baseline is None else {key: mean_of(baseline, key)},
         carried_over="trunk and head shared; one stem per domain",
         per_domain=per_domain, per_domain_baseline=baseline,
         pooled_baseline=also.get("pooled"), domain_norm=recipe.domain_norm,
@@ -118,7 +118,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
                      "per_domain holds each domain"),
     )
     if "pooled" in also:
-        summary.also["one model, pooled data"] = _mean(also["pooled"], key)
+        summary.also["one model, pooled data"] = mean_of(also["pooled"], key)
     return summary
 
 
@@ -171,10 +171,6 @@ def _pooled(problems: dict[str, Problem]) -> Problem | None:
     return Problem("pooled", first.task, first.domain, *splits)
 
 
-def _mean(per: dict[str, dict[str, float]], key: str) -> float:
-    return sum(m[key] for m in per.values()) / len(per)
-
-
 # --------------------------------------------------------------------------------------------------
 # Prose and advice (what `tlroutes routes --explain`, the report and `tlroutes plan` say)
 # --------------------------------------------------------------------------------------------------
@@ -183,8 +179,8 @@ PROSE = RouteProse(
     "Learn the same task on two domains or modalities at once: one stem per domain maps into a "
     "shared intermediate representation that one trunk and one head use.",
     example="OCR text + page image → one page classifier",
-    sharing=Sharing(stems="one per domain", trunk="shared", heads="one, shared",
-                    stages="one joint stage"),
+    sharing=Sharing(stems="one per domain", trunk="shared",
+                    heads="one, shared", stages="one joint stage"),
 )
 
 

@@ -169,8 +169,7 @@ class ConditionalDomainAdversarialLoss(nn.Module):
         return multilinear_map(f, probs)
 
     def forward(self, g_s: Tensor, f_s: Tensor, g_t: Tensor, f_t: Tensor) -> Tensor:
-        f_s, f_t = checks.features("f_s", f_s), checks.features("f_t", f_t)
-        checks.same_width(f_s, f_t)
+        f_s, f_t = checks.feature_pair(f_s, f_t)
         checks.logits("g_s", g_s, f_s.shape[0], self.num_classes)
         checks.logits("g_t", g_t, f_t.shape[0], self.num_classes)
         if f_s.shape[1] != self.feature_dim:

@@ -28,6 +28,13 @@ def features(name: str, x: Tensor, min_rows: int = 1) -> Tensor:
     return x.flatten(1)
 
 
+def feature_pair(f_s: Tensor, f_t: Tensor, min_rows: int = 1) -> tuple[Tensor, Tensor]:
+    """Check source and target features (:func:`features`, :func:`same_width`); both ``(B, D)``."""
+    f_s, f_t = features("f_s", f_s, min_rows), features("f_t", f_t, min_rows)
+    same_width(f_s, f_t)
+    return f_s, f_t
+
+
 def same_width(f_s: Tensor, f_t: Tensor) -> None:
     """DataError unless source and target features ``(B, D)`` have the same width D."""
     if f_s.shape[1] != f_t.shape[1]:

@@ -42,9 +42,7 @@ class CorrelationAlignmentLoss(nn.Module):
     def forward(
         self, f_s: Tensor, f_t: Tensor, g_s: Tensor | None = None, g_t: Tensor | None = None
     ) -> Tensor:
-        f_s = checks.features("f_s", f_s, min_rows=2)
-        f_t = checks.features("f_t", f_t, min_rows=2)
-        checks.same_width(f_s, f_t)
+        f_s, f_t = checks.feature_pair(f_s, f_t, min_rows=2)
         d = f_s.shape[1]
         diff = _covariance(f_s) - _covariance(f_t)
         return (diff * diff).sum() / (4.0 * d * d)

@@ -98,9 +98,7 @@ class DomainAdversarialLoss(nn.Module):
     def forward(
         self, f_s: Tensor, f_t: Tensor, g_s: Tensor | None = None, g_t: Tensor | None = None
     ) -> Tensor:
-        f_s = checks.features("f_s", f_s)
-        f_t = checks.features("f_t", f_t)
-        checks.same_width(f_s, f_t)
+        f_s, f_t = checks.feature_pair(f_s, f_t)
         logits = self.discriminator(self.grl(torch.cat([f_s, f_t], dim=0)))
         loss, accuracy = domain_bce(logits, f_s.shape[0])
         self.last_accuracy = float(accuracy)

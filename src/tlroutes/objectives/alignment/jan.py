@@ -86,9 +86,7 @@ class JointMultipleKernelMMD(nn.Module):
         self.linear = bool(linear)
 
     def forward(self, f_s: Tensor, f_t: Tensor, g_s: Tensor, g_t: Tensor) -> Tensor:
-        f_s = checks.features("f_s", f_s, min_rows=2)
-        f_t = checks.features("f_t", f_t, min_rows=2)
-        checks.same_width(f_s, f_t)
+        f_s, f_t = checks.feature_pair(f_s, f_t, min_rows=2)
         checks.logits("g_s", g_s, f_s.shape[0])
         checks.logits("g_t", g_t, f_t.shape[0], g_s.shape[1])
         p_s, p_t = F.softmax(g_s, dim=1), F.softmax(g_t, dim=1)
@@ -104,11 +102,6 @@ class JointMultipleKernelMMD(nn.Module):
 def build_jan(
     *, features: int, classes: int, max_steps: int, linear: bool = False
 ) -> JointMultipleKernelMMD:
-    """Registry entry ``"jan"``: JMMD over the features and the head's softmax outputs.
-
-    Args:
-        features, classes, max_steps: the family's context (none is read).
-        linear: the linear-time estimator (needs equal source and target batch sizes).
-            Default False (the unbiased quadratic-time one).
-    """
+    """Registry entry ``"jan"``: JMMD over the features and the head's softmax outputs;
+    ``linear`` as in :class:`JointMultipleKernelMMD` (the family's context is not read)."""
     return JointMultipleKernelMMD(linear=linear)

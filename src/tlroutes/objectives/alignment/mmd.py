@@ -85,9 +85,7 @@ class MultipleKernelMMD(nn.Module):
     def forward(
         self, f_s: Tensor, f_t: Tensor, g_s: Tensor | None = None, g_t: Tensor | None = None
     ) -> Tensor:
-        f_s = checks.features("f_s", f_s, min_rows=2)
-        f_t = checks.features("f_t", f_t, min_rows=2)
-        checks.same_width(f_s, f_t)
+        f_s, f_t = checks.feature_pair(f_s, f_t, min_rows=2)
         return kernel_mmd(
             [(f_s, f_t)], [self.kernels], linear=self.linear, who="MultipleKernelMMD"
         )
@@ -97,11 +95,6 @@ class MultipleKernelMMD(nn.Module):
 def build_mmd(
     *, features: int, classes: int, max_steps: int, linear: bool = False
 ) -> MultipleKernelMMD:
-    """Registry entry ``"mmd"``: MK-MMD over the default five Gaussian kernels.
-
-    Args:
-        features, classes, max_steps: the family's context (none is read).
-        linear: the linear-time estimator (needs equal source and target batch sizes).
-            Default False (the unbiased quadratic-time one).
-    """
+    """Registry entry ``"mmd"``: MK-MMD over the default five Gaussian kernels; ``linear`` as in
+    :class:`MultipleKernelMMD` (the family's context is not read)."""
     return MultipleKernelMMD(linear=linear)

@@ -111,8 +111,26 @@ def _pref_tensor(pref: list[float] | None, active: list[int]) -> Tensor | None:
     return None if pref is None else torch.tensor([pref[k] for k in active], dtype=torch.float64)
 
 
+class _PreferenceWeighting(TorchJDWeighting):
+    """A TorchJD weighting whose one setting is a preference vector over the tasks (UPGrad,
+    DualProj); :attr:`_torchjd_weighting` names TorchJD's class."""
+
+    _torchjd_weighting: str
+
+    def __init__(
+        self, *, num_tasks: int, pref_vector: Sequence[float] | None = None, on: str = "params"
+    ) -> None:
+        super().__init__(num_tasks=num_tasks, on=on)
+        self.pref_vector = _pref_vector(pref_vector, num_tasks)
+        self._finish_init()
+
+    def _make(self, aggregation: Any, active: list[int]) -> Any:
+        make = getattr(aggregation, self._torchjd_weighting)
+        return make(pref_vector=_pref_tensor(self.pref_vector, active))
+
+
 @register_weighting("upgrad", gradient_based=True, extra="torchjd")
-class UPGrad(TorchJDWeighting):
+class UPGrad(_PreferenceWeighting):
     """UPGrad: ``d = Σ_k u_k π_G(g_k)``, each task gradient projected onto the dual cone of all.
 
     The update conflicts with no task (``G d ≥ 0``) and, with the default ``u``, treats tasks
@@ -125,19 +143,11 @@ class UPGrad(TorchJDWeighting):
         on: ``"params"`` (default) or ``"features"``.
     """
 
-    def __init__(
-        self, *, num_tasks: int, pref_vector: Sequence[float] | None = None, on: str = "params"
-    ) -> None:
-        super().__init__(num_tasks=num_tasks, on=on)
-        self.pref_vector = _pref_vector(pref_vector, num_tasks)
-        self._finish_init()
-
-    def _make(self, aggregation: Any, active: list[int]) -> Any:
-        return aggregation.UPGradWeighting(pref_vector=_pref_tensor(self.pref_vector, active))
+    _torchjd_weighting = "UPGradWeighting"
 
 
 @register_weighting("dualproj", gradient_based=True, extra="torchjd")
-class DualProj(TorchJDWeighting):
+class DualProj(_PreferenceWeighting):
     """DualProj: ``d = π_G(Σ_k u_k g_k)``, the averaged gradient projected onto the dual cone.
 
     The closest update to the average that conflicts with no task (GEM's projection). TorchJD's
@@ -150,15 +160,7 @@ class DualProj(TorchJDWeighting):
         on: ``"params"`` (default) or ``"features"``.
     """
 
-    def __init__(
-        self, *, num_tasks: int, pref_vector: Sequence[float] | None = None, on: str = "params"
-    ) -> None:
-        super().__init__(num_tasks=num_tasks, on=on)
-        self.pref_vector = _pref_vector(pref_vector, num_tasks)
-        self._finish_init()
-
-    def _make(self, aggregation: Any, active: list[int]) -> Any:
-        return aggregation.DualProjWeighting(pref_vector=_pref_tensor(self.pref_vector, active))
+    _torchjd_weighting = "DualProjWeighting"
 
 
 @register_weighting("imtl_g", gradient_based=True, extra="torchjd")
