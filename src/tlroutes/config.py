@@ -55,6 +55,8 @@ MAX_SEED = 2**63 - 1
 #: Devices and machines of one run (Lightning's own limits are far below an int overflow).
 MAX_DEVICES = 1024
 MAX_NODES = 100_000
+#: The largest batch (indices are 32-bit integers in some kernels).
+MAX_BATCH = 2**31 - 1
 #: Bytes a batch needs per sample at the least (its index, its random draw, its label, a few
 #: float32 input values): a floor, so batch_size is refused when even that cannot fit.
 MIN_SAMPLE_BYTES = 64
@@ -195,8 +197,8 @@ class TrainSpec(_Spec):
 
     epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="Passes over the training data "
                         f"(at most {MAX_EPOCHS:,}). Default 10.")
-    batch_size: int = Field(64, ge=1, le=2**31 - 1, description="Samples per step (over all "
-                            "processes); at most what fits in memory. Default 64.")
+    batch_size: int = Field(64, ge=1, description="Samples per step (over all processes); at "
+                            "most what fits in memory. Default 64.")
     lr: float = Field(1e-3, gt=0, description="Base learning rate. Default 1e-3.")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay. Default 0.")
     optimizer: Literal["adamw", "adam", "sgd"] = Field(
@@ -223,6 +225,9 @@ class TrainSpec(_Spec):
         check_memory(f"batch_size: {value}", value * MIN_SAMPLE_BYTES,
                      f"at least {MIN_SAMPLE_BYTES} bytes per sample: its index, label and input",
                      "lower batch_size")
+        if value > MAX_BATCH:
+            raise ValueError(f"batch_size must be at most {MAX_BATCH:,}: batch indices are "
+                             "32-bit integers in some kernels")
         return value
 
 

@@ -29,7 +29,7 @@ import re
 from enum import Enum
 from typing import Literal
 
-from tlroutes.errors import ConfigError, did_you_mean
+from tlroutes.errors import ConfigError, did_you_mean, shorten
 
 __all__ = [
     "AXES",
@@ -193,7 +193,7 @@ class Route(str, Enum):
             else ""
         )
         raise ConfigError(
-            f"Unknown route {name!r}. Valid routes are: {valid} "
+            f"Unknown route {shorten(name, quote=True)}. Valid routes are: {valid} "
             f"(titles such as 'Task Adaptation' and any case work too).{hint}"
         )
 
@@ -216,7 +216,8 @@ def _axis_value(axis: str, value: str) -> str:
     options = ", ".join(f"'{v}'" for v in valid)
     hint = did_you_mean(text, valid) if text is not None else ""
     raise ConfigError(
-        f"Invalid value {value!r} for the {axis} axis; valid values are {options}.{hint}"
+        f"Invalid value {shorten(value, quote=True)} for the {axis} axis; valid values are "
+        f"{options}.{hint}"
     )
 
 

@@ -77,7 +77,7 @@ class Registry:
             return self._builders[name]
         except KeyError:
             raise ConfigError(
-                f"Unknown {self.what} '{name}'.{did_you_mean(name, self._builders)} "
+                f"Unknown {self.what} '{shorten(str(name))}'.{did_you_mean(name, self._builders)} "
                 f"Registered {self.what}s: {', '.join(self.names())}."
             ) from None
 

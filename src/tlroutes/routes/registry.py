@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from tlroutes.errors import ConfigError, did_you_mean
+from tlroutes.errors import ConfigError, did_you_mean, shorten
 from tlroutes.matrix import Route
 
 #: Module attributes every route must have.
@@ -170,8 +170,8 @@ def route_name(name_or_route: str | Route) -> str:
         return Route.parse(text).value
     except ConfigError:
         raise ConfigError(
-            f"Unknown route {text!r}.{did_you_mean(text, _ROUTES)} Registered routes: "
-            f"{', '.join(_ROUTES)} (or their titles, e.g. 'Task Fine-Tuning')."
+            f"Unknown route {shorten(text, quote=True)}.{did_you_mean(text, _ROUTES)} Registered "
+            f"routes: {', '.join(_ROUTES)} (or their titles, e.g. 'Task Fine-Tuning')."
         ) from None
 
 
