@@ -136,7 +136,8 @@ def test_interrupted_checkpoint_write_leaves_previous_loadable(tmp_path, monkeyp
     state = ckpt.load_checkpoint(latest, target)
     assert state["epoch"] == 0 and all((p == 1.0).all() for p in target.parameters())
     ckpt.save_checkpoint(folder, 1, _module(2.0), {"epoch": 1})  # the next write cleans up
-    assert sorted(p.name for p in folder.iterdir()) == ["epoch-0001", "latest.json"]
+    # The previous checkpoint stays, to fall back to (keep=2).
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch-0000", "epoch-0001", "latest.json"]
 
 
 def test_checkpoint_from_a_different_model_names_the_keys(tmp_path):

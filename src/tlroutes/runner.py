@@ -5,7 +5,13 @@ when the run finishes, ``summary.json``; the run file's ``tracking:`` block adds
 and ``tracking.json`` (the MLflow run's id). With ``seeds: k > 1`` each seed gets a run folder of
 its own under ``seed-<s>/`` and the top ``summary.json`` reports mean and spread. A stopped run
 continues with ``resume=True``; the run file must then resolve to the same content as the one
-saved, so that a resumed run is the same run.
+saved, and the input files to the same fingerprint (``inputs.json``), so that a resumed run is
+the same run.
+
+The folder is a small database (:mod:`tlroutes.runfolder`): a run holds its lock
+(``.tlroutes.lock``) from the check to the end, so a second run or resume into it is refused at
+once, naming the holder's process id; every file is written atomically and never through a
+symlink; ``run.yaml`` is written once, when the run starts.
 """
 
 from __future__ import annotations
@@ -17,8 +23,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from tlroutes.backbones.registry import check_model_args
 from tlroutes.config import (
     ModelSpec,
@@ -29,10 +33,18 @@ from tlroutes.config import (
     dump_run,
     iter_specs,
 )
-from tlroutes.errors import ConfigError
+from tlroutes.errors import ConfigError, RunFolderError, TLRoutesError
 from tlroutes.reporting.build import build_report
 from tlroutes.routes.common import RecipeSpec, parse_recipe
 from tlroutes.routes.registry import get_route, route_name, title_of
+from tlroutes.runfolder import RunLock, register_root, write_json, write_text
+from tlroutes.runfolder.fingerprint import (
+    FINGERPRINT_FILE,
+    Fingerprint,
+    check_inputs,
+    fingerprint,
+)
+from tlroutes.runfolder.reads import read_model, read_run_yaml
 from tlroutes.summary import Summary, aggregate
 from tlroutes.train.checkpoint import write_json_atomic
 from tlroutes.train.engine import Trainer
@@ -130,20 +142,28 @@ def run(
         written as ``summary.json`` (:meth:`Summary.to_dict`).
     """
     resolved = resolve(spec)
-    spec, module, recipe = resolved.spec, resolved.module, resolved.recipe
+    spec = resolved.spec
     check_extras(spec.tracking)  # before anything is written: a missing package costs no training
     out = Path(out)
     fabric = make_fabric(spec.hardware.build())
-    problem = _check_folder(out, spec, resume) if fabric.global_rank == 0 else None
+    lock, problem = None, None
+    if fabric.global_rank == 0:  # only the first process locks, checks and writes the folder
+        lock, problem = _open_folder(out, resolved, resume)
     problem = fabric.broadcast(problem)
-    if problem:
-        raise ConfigError(problem)
-    if fabric.global_rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "run.yaml").write_text(dump_run(spec))
-        if resolved.plan is not None:
-            (out / "plan.json").write_text(json.dumps(resolved.plan.to_dict(), indent=2))
-    fabric.barrier()
+    if problem is not None:
+        raise problem
+    try:
+        fabric.barrier()
+        return _run_in(out, resolved, resume, progress, fabric)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_in(out: Path, resolved: Resolved, resume: bool, progress: bool | ProgressReporter,
+            fabric: Any) -> Summary:
+    """The run itself, in a folder this run holds."""
+    spec, module, recipe = resolved.spec, resolved.module, resolved.recipe
     tracker = open_tracker(spec.tracking, out, resume=resume, enabled=fabric.global_rank == 0)
     try:
         tracker.start(run_params(spec))
@@ -168,7 +188,7 @@ def run(
             build_report(out)
     except BaseException as exc:
         if fabric.global_rank == 0:
-            _partial_report(out)
+            _partial_report(out, exc)
         try:
             tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         except Exception as err:  # the run's own error is the one to report
@@ -178,16 +198,65 @@ def run(
     return summary
 
 
-def _partial_report(out: Path) -> None:
+def _partial_report(out: Path, failure: BaseException) -> None:
     """A report of what a failed run left, without hiding the run's own error."""
     try:
         build_report(out, tsne=False)
+    except RunFolderError as err:
+        # A damaged file stopped the run and then the report: the run's message says it once.
+        if not isinstance(failure, TLRoutesError):
+            warnings.warn(f"Could not write the report of the stopped run: {err}", stacklevel=3)
     except Exception as err:
         warnings.warn(f"Could not write the report of the stopped run: {err}", stacklevel=3)
 
 
+def _open_folder(out: Path, resolved: Resolved,
+                 resume: bool) -> tuple[RunLock | None, TLRoutesError | None]:
+    """Lock ``out``, check that this run may use it and write what a run's start writes.
+
+    Returns the lock held (None on refusal) and the refusal (None when the run may go on). The
+    start writes ``run.yaml`` (once: a resume reads and compares it, never rewrites it),
+    ``plan.json`` for ``route: auto`` and ``inputs.json``, the inputs' fingerprint (a resume
+    checks the inputs against it instead); every file atomically.
+    """
+    if resume and not (out / "run.yaml").exists() and not out.is_dir():
+        return None, ConfigError(f"Nothing to resume in {out}: it does not exist. Start the run "
+                                 "without --resume.")
+    register_root(out)
+    try:
+        lock = RunLock.acquire(out)
+    except TLRoutesError as exc:
+        return None, exc
+    try:
+        problem = _check_folder(out, resolved.spec, resume)
+        if problem is not None:
+            raise ConfigError(problem)
+        spec_data = resolved.spec.model_dump(mode="json")
+        inputs = fingerprint(spec_data)
+        saved_inputs = out / FINGERPRINT_FILE
+        if resume and saved_inputs.is_file():
+            check_inputs(read_model(saved_inputs, Fingerprint, FINGERPRINT_FILE), inputs, out)
+        else:  # a new run, or a run folder from before fingerprints: recorded from now on
+            write_json(saved_inputs, inputs.model_dump(mode="json"))
+        if not resume:
+            write_text(out / "run.yaml", dump_run(resolved.spec))
+            if resolved.plan is not None:
+                write_json(out / "plan.json", resolved.plan.to_dict())
+    except TLRoutesError as exc:
+        lock.release()
+        return None, exc
+    except BaseException:
+        lock.release()
+        raise
+    return lock, None
+
+
 def _check_folder(out: Path, spec: RunSpec, resume: bool) -> str | None:
-    """None when ``out`` may be used, else the message saying why not."""
+    """None when ``out`` may be used, else the message saying why not.
+
+    Raises:
+        RunFolderError: resuming, and ``run.yaml`` is damaged (the message says what to do).
+    """
     saved = out / "run.yaml"
     if not resume:
         # A run.yaml alone (a run that stopped before training anything) holds no work.
@@ -198,10 +267,7 @@ def _check_folder(out: Path, spec: RunSpec, resume: bool) -> str | None:
         return None
     if not saved.exists():
         return f"Nothing to resume in {out}: it holds no run.yaml. Start the run without --resume."
-    try:
-        before = yaml.safe_load(saved.read_text())
-    except yaml.YAMLError:
-        return f"{saved} is damaged; cannot resume from it."
+    before = read_run_yaml(saved)
     now = spec.model_dump(mode="json")
     if _normalise(before) != _normalise(now):
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))

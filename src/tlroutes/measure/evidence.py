@@ -301,10 +301,9 @@ def source_model_from_run(run_dir: str | Path) -> Any:
     The model is rebuilt from the run's ``run.yaml`` (trunk, stem and the source problem) with
     the stem and head names its weights carry; with several seeds the first seed's is used.
     """
-    from safetensors.torch import load_file
-
     from tlroutes.data.load import load_problem
     from tlroutes.model import build_model
+    from tlroutes.train.checkpoint import read_weights
 
     run_dir = Path(run_dir)
     if not (run_dir / "run.yaml").is_file():
@@ -317,7 +316,7 @@ def source_model_from_run(run_dir: str | Path) -> Any:
     if spec.source is None or weights is None:
         raise ConfigError(f"{run_dir} holds no trained source model (checkpoints/source/"
                           "best.safetensors): only sequential runs with source data train one.")
-    state = {k.removeprefix("model."): v for k, v in load_file(weights).items()}
+    state = {k.removeprefix("model."): v for k, v in read_weights(weights).items()}
     stem = next(k.split(".")[1] for k in state if k.startswith("stems."))
     head = next(k.split(".")[1] for k in state if k.startswith("heads."))
     source = load_problem(spec.source, spec.seed if spec.source.seed is None

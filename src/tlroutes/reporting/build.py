@@ -5,7 +5,6 @@ Part of the report assembly, above the routes (see :mod:`tlroutes.reporting`).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,8 @@ from tlroutes.reporting import html, markdown
 from tlroutes.reporting.document import Cell, Document, Notice, Section, Table, Text
 from tlroutes.reporting.sections import build_document, read_run
 from tlroutes.reporting.tables import SUMMARY_COLUMNS, summary_rows
-from tlroutes.summary import Summary
+from tlroutes.runfolder import check_no_symlink, register_root, write_text
+from tlroutes.runfolder.reads import read_summary
 
 
 @dataclass
@@ -68,17 +68,19 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
     """
     run, module = read_run(run_dir)
     folder = Path(out) if out is not None else run.folder
-    folder.mkdir(parents=True, exist_ok=True)
+    register_root(folder)  # every write below refuses a symlink planted in the folder
     doc = build_document(run, module, tsne=tsne)
     footer = _footer()
     page = folder / "report.html"
-    page.write_text(html.render(doc, footer), encoding="utf-8")
+    write_text(page, html.render(doc, footer))
     # Pictures of an earlier report of this run (more stages, another name) would linger.
-    for old in (folder / markdown.FILES).glob("*.png"):
+    pictures = folder / markdown.FILES
+    check_no_symlink(pictures)
+    for old in pictures.glob("*.png"):
         old.unlink()
     images = markdown.write_images(doc, folder)
     twin = folder / "report.md"
-    twin.write_text(markdown.render(doc, footer), encoding="utf-8")
+    write_text(twin, markdown.render(doc, footer))
     return ReportResult(page, twin, images, list(run.missing), dict(run.missing))
 
 
@@ -106,7 +108,7 @@ def build_index(demo_dir: str | Path, runs: list[tuple[str, Path]]) -> Path:
                          *([Cell("unfinished: no summary.json", "muted")]
                            + [""] * (len(SUMMARY_COLUMNS) - 2))])
             continue
-        s = Summary.from_dict(json.loads(summary_file.read_text()), where=str(summary_file))
+        s = read_summary(summary_file)
         row = summary_rows([s])[0]
         cells: list[str | Cell] = [Cell(row["route"], "strong", href)]
         verdict = "" if s.gain is None else "bad" if row["negative_transfer"] else "good"
@@ -124,5 +126,5 @@ def build_index(demo_dir: str | Path, runs: list[tuple[str, Path]]) -> Path:
     if not runs:
         doc.notices.append(Notice("No runs to list."))
     path = demo_dir / "index.html"
-    path.write_text(html.render(doc, _footer()), encoding="utf-8")
+    write_text(path, html.render(doc, _footer()))
     return path

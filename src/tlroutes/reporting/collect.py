@@ -7,16 +7,20 @@ holding its own metrics and checkpoints.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route
+from tlroutes.runfolder.reads import (
+    damaged,
+    read_done,
+    read_metrics,
+    read_run_yaml,
+    read_summary,
+)
 from tlroutes.summary import Summary
 
 NOT_A_RUN = (
@@ -93,20 +97,21 @@ def collect(run_dir: str | Path, *,
 
     Raises:
         ConfigError: ``run_dir`` holds no ``run.yaml`` (the message says what a run folder
-            holds and how to make one), or ``run.yaml`` / ``summary.json`` cannot be read.
+            holds and how to make one).
+        RunFolderError: a file it reads (``run.yaml``, ``summary.json``, ``metrics.jsonl``,
+            ``done.json``) is damaged; the message names it and says what to do.
     """
     folder = Path(run_dir)
     run_file = folder / "run.yaml"
     if not run_file.is_file():
         raise ConfigError(NOT_A_RUN.format(folder=folder))
-    run_text = run_file.read_text()
+    spec = read_run_yaml(run_file)
+    run_text = run_file.read_text(encoding="utf-8")
+    name = spec["route"]
     try:
-        spec = yaml.safe_load(run_text) or {}
-        name = str(spec.get("route", ""))
         route = route_of(name)
-    except (yaml.YAMLError, AttributeError, ConfigError) as exc:
-        raise ConfigError(f"{run_file} is damaged or names no route ({exc}); the report needs "
-                          "the run file that `tlroutes run` saved there.") from None
+    except ConfigError as exc:
+        raise damaged(run_file, f"it names no known route ({exc})") from None
     data = RunData(folder, name, route, spec, run_text, _read_summary(folder))
     seeds = int(spec.get("seeds") or 1)
     first = int(spec.get("seed") or 0)
@@ -140,27 +145,12 @@ def _read_summary(folder: Path) -> Summary | None:
     path = folder / "summary.json"
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is damaged ({exc}); run the route again or restore "
-                          "it.") from None
-    return Summary.from_dict(data, where=str(path))
+    return read_summary(path)
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:
-    """The metrics lines; a torn last line (a run killed while writing) is skipped."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "stage" in record and "epoch" in record:
-            out.append(record)
-    return out
+    """The metrics lines, validated (a damaged line is one error naming it)."""
+    return read_metrics(path)
 
 
 def _job_stage(job: str, stage: str) -> str:
@@ -168,10 +158,5 @@ def _job_stage(job: str, stage: str) -> str:
 
 
 def _best_epochs(folder: Path) -> dict[str, int]:
-    out = {}
-    for done in sorted(folder.glob("checkpoints/*/done.json")):
-        try:
-            out[done.parent.name] = int(json.loads(done.read_text())["best_epoch"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue
-    return out
+    return {done.parent.name: read_done(done).best_epoch
+            for done in sorted(folder.glob("checkpoints/*/done.json"))}

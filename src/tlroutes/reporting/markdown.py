@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tlroutes.reporting.document import Cell, Code, Document, Image, Notice, Table, Text
+from tlroutes.runfolder import atomic_write
 
 FILES = "report_files"
 """The folder, next to ``report.md``, that holds its pictures."""
@@ -62,10 +63,9 @@ def render(doc: Document, footer: str = "") -> str:
 def write_images(doc: Document, folder: Path) -> list[Path]:
     """Save every picture of ``doc`` under ``folder/report_files/``; return the paths."""
     target = folder / FILES
-    target.mkdir(parents=True, exist_ok=True)
     paths = []
     for image in doc.images():
         path = target / image.name
-        path.write_bytes(image.png)
+        atomic_write(path, image.png)
         paths.append(path)
     return paths

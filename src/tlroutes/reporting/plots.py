@@ -131,7 +131,12 @@ def feature_maps_png(npz: Path, tsne: bool = True) -> tuple[bytes, dict[str, Any
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    data = np.load(npz)
+    from tlroutes.runfolder.reads import damaged, read_npz
+
+    data = read_npz(npz, "features.npz")
+    lacking = [k for k in ("before", "domain") if k not in data]
+    if lacking:
+        raise damaged(npz, f"it lacks the array(s) {', '.join(lacking)}", "features.npz")
     domain = data["domain"].astype(int)
     names = [str(n) for n in data["domain_names"]] if "domain_names" in data else [
         "source", "target"]

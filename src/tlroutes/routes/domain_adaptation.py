@@ -23,7 +23,6 @@ the run report draws them as 2-D maps.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,6 +45,7 @@ from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block, Image, Notice, Text
 from tlroutes.routes.common import RecipeSpec, require_fit, summarise
 from tlroutes.routes.registry import Advice, RouteProse, Sharing
+from tlroutes.runfolder import atomic_write
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer, evaluate_split
 from tlroutes.train.from_spec import build, evaluate, load, stage, stream, supervised_stage
@@ -278,11 +278,7 @@ def _save_features(path: Path, source: Problem, target: Problem, before: np.ndar
     }
     if after is not None:
         data["after"] = after
-    # A plain temporary name (not mkstemp, which makes the file private to its owner).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, **data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez_compressed(f, **data))
 
 
 # --------------------------------------------------------------------------------------------------

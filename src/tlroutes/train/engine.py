@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +27,16 @@ if TYPE_CHECKING:
     from tlroutes.train.tracking import Tracker
 
 from tlroutes.errors import CheckpointError, ConfigError, TrainingDivergedError
+from tlroutes.runfolder import register_root, write_json
+from tlroutes.runfolder.reads import read_done
 from tlroutes.train.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
+    KEEP_CHECKPOINTS,
+    DamagedCheckpointError,
+    has_checkpoint,
     load_weights,
+    resume_checkpoint,
     save_checkpoint,
     save_weights_atomic,
-    write_json_atomic,
 )
 from tlroutes.train.hardware import Hardware, make_fabric
 from tlroutes.train.metrics_log import MetricsLog
@@ -136,6 +140,13 @@ class Trainer:
         tracker: also log every epoch's metrics there (TensorBoard, MLflow; see
             :mod:`tlroutes.train.tracking`), from the first process only. Default None:
             ``metrics.jsonl`` only.
+        keep_checkpoints: checkpoints kept per stage, newest first: one to resume from, the
+            others to fall back to when it is damaged. Default 2 (at least 1).
+
+    Every file goes through :func:`tlroutes.runfolder.atomic_write` (atomic, never through a
+    symlink below ``run_dir``); weights and checkpoints carry sha256 hashes checked at load (see
+    :mod:`tlroutes.train.checkpoint`). The Trainer does not lock ``run_dir``: the runner does
+    (:class:`tlroutes.runfolder.RunLock`), for the whole run.
     """
 
     def __init__(
@@ -148,8 +159,13 @@ class Trainer:
         progress: bool | ProgressReporter = True,
         fabric: Fabric | None = None,
         tracker: Tracker | None = None,
+        keep_checkpoints: int = KEEP_CHECKPOINTS,
     ) -> None:
+        if keep_checkpoints < 1:
+            raise ConfigError(f"keep_checkpoints must be at least 1, got {keep_checkpoints}.")
         self.run_dir = Path(run_dir)
+        register_root(self.run_dir)
+        self.keep_checkpoints = keep_checkpoints
         self.seed = seed
         self.resume = resume
         self.fabric = fabric or make_fabric(hardware or Hardware())
@@ -194,9 +210,10 @@ class Trainer:
                     f"Stage '{stage.name}' already finished in {self.run_dir}; pass resume=True "
                     "(--resume) to reuse it, or choose a new run folder."
                 )
-            return self._load_finished(stage, folder)
-        latest = latest_checkpoint(folder)
-        if latest is not None and not self.resume:
+            finished = self._load_finished(stage, folder)
+            if finished is not None:
+                return finished
+        if has_checkpoint(folder) and not self.resume:
             raise CheckpointError(
                 f"{self.run_dir} already holds a checkpoint of stage '{stage.name}'; pass "
                 "resume=True (--resume) to continue it, or choose a new run folder."
@@ -209,9 +226,10 @@ class Trainer:
             s.to(fabric.device)
         steps = stage.steps_per_epoch or max(s.steps_per_pass for s in stage.streams.values())
         raw = stage.step.to(fabric.device)
+        found = resume_checkpoint(folder, raw) if self.resume else None
         state = None
-        if latest is not None:
-            state = load_checkpoint(latest, raw)
+        if found is not None:
+            state = found[1]
             # The freezing in force when the checkpoint was written, before the optimizer sees
             # which parameters train.
             _apply_frozen(raw, state.get("frozen", []), stage.name)
@@ -234,7 +252,12 @@ class Trainer:
             self.log.replace_stage(stage.name, history)
 
         sign = 1.0 if stage.mode == "max" else -1.0
-        stopped_early = False
+        # A checkpoint written at the epoch that stopped early (killed before done.json) ends
+        # the stage as it would have ended, instead of training on.
+        stopped_early = (state is not None and stage.patience is not None
+                         and bad >= stage.patience)
+        if stopped_early:
+            start = stage.epochs
         self.progress.start_stage(stage.name, stage.epochs, steps, start)
         try:
             for epoch in range(start, stage.epochs):
@@ -260,7 +283,7 @@ class Trainer:
                 record["time_s"] = time.perf_counter() - t0
                 history.append(record)
                 if self.is_main:
-                    save_checkpoint(folder, epoch, raw, {
+                    save_checkpoint(folder, epoch, raw, keep=self.keep_checkpoints, state={
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "rng": get_rng_state(),
@@ -280,12 +303,12 @@ class Trainer:
         finally:
             self.progress.end_stage()
         if stage.restore_best and best_epoch >= 0:
-            load_weights(raw, folder / "best.safetensors")
+            self._restore_best(raw, folder, best_epoch)
         result = StageResult(stage.name, best_epoch, float(best), len(history), stopped_early,
                              history)
         if self.is_main:
             save_weights_atomic(raw, folder / "final.safetensors")
-            write_json_atomic(done, result.as_dict())
+            write_json(done, result.as_dict())
         fabric.barrier()
         seed_everything(derive_seed(self.seed, stage.name, "after"))
         return result
@@ -359,14 +382,49 @@ class Trainer:
         stage.step.train(was_training)
         return metrics
 
-    def _load_finished(self, stage: Stage, folder: Path) -> StageResult:
-        import json
+    def _restore_best(self, raw: nn.Module, folder: Path, best_epoch: int) -> None:
+        """Load the best epoch's weights; when ``best.safetensors`` is damaged, from that epoch's
+        checkpoint if it is still kept."""
+        best = folder / "best.safetensors"
+        try:
+            load_weights(raw, best, verify=True)
+            return
+        except DamagedCheckpointError as exc:
+            damage = exc
+        from tlroutes.train.checkpoint import load_checkpoint
 
+        kept = folder / f"epoch-{best_epoch:04d}"
+        try:
+            load_checkpoint(kept, raw)
+        except (CheckpointError, OSError):
+            raise CheckpointError(
+                f"{damage} The best epoch's checkpoint is no longer kept, so the stage's result "
+                f"cannot be rebuilt: delete {folder} and resume to train the stage again, or "
+                "start a new --out folder.") from None
+        warnings.warn(f"{damage} Using the best epoch's checkpoint {kept.name} instead.",
+                      stacklevel=3)
+        if self.is_main:
+            save_weights_atomic(raw, best)
+
+    def _load_finished(self, stage: Stage, folder: Path) -> StageResult | None:
+        """The finished stage's result and weights; None when ``final.safetensors`` is damaged
+        but a checkpoint remains, from which :meth:`fit` finishes the stage again (identically:
+        the stage's last checkpoint is its last epoch)."""
+        record = read_done(folder / "done.json")
         stage.step.to(self.fabric.device)
-        load_weights(stage.step, folder / "final.safetensors")
-        data = json.loads((folder / "done.json").read_text())
+        try:
+            load_weights(stage.step, folder / "final.safetensors", verify=True)
+        except DamagedCheckpointError as exc:
+            if not has_checkpoint(folder):
+                raise CheckpointError(
+                    f"{exc} Stage '{stage.name}' has no checkpoint left to finish it again from: "
+                    f"delete {folder} and resume to train it again, or start a new --out "
+                    "folder.") from None
+            warnings.warn(f"{exc} Finishing stage '{stage.name}' again from its newest "
+                          "checkpoint.", stacklevel=3)
+            return None
         seed_everything(derive_seed(self.seed, stage.name, "after"))
-        return StageResult(**data)
+        return StageResult(**record.model_dump())
 
 
 def _apply_frozen(module: nn.Module, frozen: list[str], stage: str) -> None:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from tlroutes.runfolder import atomic_write
+from tlroutes.runfolder.reads import read_metrics
 
 if TYPE_CHECKING:
     from tlroutes.train.tracking import Tracker
 
 
 class MetricsLog:
-    """Append-only ``metrics.jsonl``; a resumed stage rewrites its own lines from its checkpoint.
+    """``metrics.jsonl``: one line per finished epoch; a resumed stage rewrites its own lines
+    from its checkpoint.
+
+    Every change rewrites the whole file atomically (:func:`tlroutes.runfolder.atomic_write`), so
+    a kill never leaves a torn line, and a line that does not parse is damage, reported by
+    :func:`tlroutes.runfolder.reads.read_metrics` (the file holds one line per epoch: rewriting
+    it costs microseconds per epoch, nothing per step).
 
     Every record written is also passed to ``tracker`` at a global step: the record's line number
     in the file (from 0). Lines already in the file when the log is opened (a resumed run) were
@@ -32,41 +40,31 @@ class MetricsLog:
         self._tracked = self._lines
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one record and flush it to disk."""
+        """Write one record (the whole file, atomically)."""
         if not self.enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self._track([record], self._lines)
+        records = self.read() + [record]
+        self._write(records)
+        self._track([record], len(records) - 1)
 
     def replace_stage(self, stage: str, records: list[dict[str, Any]]) -> None:
         """Drop ``stage``'s lines and write ``records`` in their place (used on resume)."""
         if not self.enabled:
             return
         kept = [r for r in self.read() if r.get("stage") != stage]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w") as f:
-            for record in kept + records:
-                f.write(json.dumps(record) + "\n")
-        os.replace(tmp, self.path)
+        self._write(kept + list(records))
         # The stage's lines come last: the stage stopped mid-way was the run's latest.
         self._track(records, len(kept))
 
     def read(self) -> list[dict[str, Any]]:
-        """All records; a partly written last line (a kill mid-write) is skipped."""
-        if not self.path.is_file():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
+        """All records, validated (a damaged line raises
+        :class:`~tlroutes.errors.RunFolderError` naming it)."""
+        # Read afresh each time (a few KB once per epoch): two logs of one file in a process
+        # (a route's trainer and its jobs' runner) must not drop each other's lines.
+        return read_metrics(self.path)
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in records))
 
     def _track(self, records: list[dict[str, Any]], first_step: int) -> None:
         """Pass on the records now at lines ``first_step``, … that are past the tracked ones."""

@@ -171,7 +171,13 @@ class MlflowTracker(Tracker):
         state = self.run_dir / STATE_FILE
         if not state.is_file():
             return None
-        run_id = json.loads(state.read_text()).get("mlflow", {}).get("run_id")
+        from tlroutes.runfolder.reads import damaged, read_json
+
+        data = read_json(state, STATE_FILE)
+        mlflow_state = data.get("mlflow", {}) if isinstance(data, dict) else None
+        if not isinstance(mlflow_state, dict):
+            raise damaged(state, "it is not the tracking state tlroutes writes")
+        run_id = mlflow_state.get("run_id")
         if run_id is None:
             return None
         from mlflow.exceptions import MlflowException

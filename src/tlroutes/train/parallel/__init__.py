@@ -93,7 +93,6 @@ draws).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -239,7 +238,7 @@ def run_jobs(
     saved = out / "backend.json"
     plan = None
     if backend == "auto" and resume and saved.is_file():
-        plan = Plan(**json.loads(saved.read_text()))
+        plan = _read_plan(saved)
     prepared: dict[str, Prepared] = {}
     if (plan.backend if plan else backend) in ("auto", "fused"):
         for name, job in specs.items():
@@ -285,3 +284,16 @@ def run_jobs(
                                progress=progress))
     return Outcome({name: results[name] for name in specs}, plan, time.perf_counter() - t0)
 
+
+def _read_plan(path: Path) -> Plan:
+    """``backend.json`` read back, validated: damage is one message naming the file."""
+    from tlroutes.runfolder.reads import damaged, read_json
+
+    data = read_json(path, "backend.json")
+    try:
+        plan = Plan(**data)
+    except TypeError as exc:
+        raise damaged(path, f"it is not a backend plan ({exc})", "backend.json") from None
+    if plan.backend not in BACKENDS:
+        raise damaged(path, f"it names no known backend ({plan.backend!r})", "backend.json")
+    return plan
