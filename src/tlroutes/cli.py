@@ -377,9 +377,7 @@ def _usage_error(exc: Exception) -> int | None:
     typer raises its own (vendored) copy of click's exceptions, and a plugin may raise click's
     own: both are recognised by shape (``exit_code`` and ``format_message``), not by class.
     """
-    from typer._click.exceptions import NoArgsIsHelpError
-
-    if isinstance(exc, NoArgsIsHelpError):  # `tlroutes` alone: the help, as click prints it
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `tlroutes` alone: the help, as click does
         print(exc.format_message())
         return 2
     format_message = getattr(exc, "format_message", None)
