@@ -101,62 +101,31 @@ def draw_cube(highlight: Route | str | None = None, path: str | Path | None = No
         ax.add_patch(rect)
         return rect
 
+    def label(x: float, y: float, text: str, size: float, **style: Any) -> None:
+        ax.text(x, y, text, ha="center", va="center", fontsize=size, color=_INK, **style)
+
     top_y = height - head_h
     sub_y = height - 2 * head_h
 
     # Corner: the axis names.
     box(0, sub_y, label_w, 2 * head_h, _HEADER_TOP)
-    ax.text(
-        label_w / 2,
-        sub_y + head_h,
-        "Order ↓\nTask / Domain →",
-        ha="center",
-        va="center",
-        fontsize=10,
-        color=_INK,
-    )
+    label(label_w / 2, sub_y + head_h, "Order ↓\nTask / Domain →", 10)
 
     # Column headers: task on top (spanning two columns), domain underneath.
     for i, task in enumerate(RELATIONS):
         x = label_w + 2 * i * cell_w
         box(x, top_y, 2 * cell_w, head_h, _HEADER_TOP)
-        ax.text(
-            x + cell_w,
-            top_y + head_h / 2,
-            f"Task: {task}",
-            ha="center",
-            va="center",
-            fontsize=12,
-            fontweight="bold",
-            color=_INK,
-        )
+        label(x + cell_w, top_y + head_h / 2, f"Task: {task}", 12, fontweight="bold")
     for j, (_, domain) in enumerate(COLUMNS):
         x = label_w + j * cell_w
         box(x, sub_y, cell_w, head_h, _HEADER)
-        ax.text(
-            x + cell_w / 2,
-            sub_y + head_h / 2,
-            f"Domain: {domain}",
-            ha="center",
-            va="center",
-            fontsize=11,
-            color=_INK,
-        )
+        label(x + cell_w / 2, sub_y + head_h / 2, f"Domain: {domain}", 11)
 
     # Rows: order label, then the four routes.
     for r, order in enumerate(ORDERS):
         y = sub_y - (r + 1) * cell_h
         box(0, y, label_w, cell_h, _HEADER)
-        ax.text(
-            label_w / 2,
-            y + cell_h / 2,
-            f"Order:\n{order}",
-            ha="center",
-            va="center",
-            fontsize=11,
-            color=_INK,
-            linespacing=1.4,
-        )
+        label(label_w / 2, y + cell_h / 2, f"Order:\n{order}", 11, linespacing=1.4)
         for j, (task, domain) in enumerate(COLUMNS):
             route = route_for(task=task, domain=domain, order=order)
             on = route is chosen

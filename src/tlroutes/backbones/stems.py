@@ -118,17 +118,11 @@ class LinearStem(Stem):
         return self.act(self.proj(x.flatten(1)))
 
 
-@register_stem("bag")
-class BagStem(Stem):
-    """Text → vector: embed each token id and average (padding ids left out when given).
-
-    Args:
-        vocab_size: number of token ids. Required.
-        padding_idx: the id used for padding, not counted in the mean. Default ``None``.
-    """
+class _TokenStem(Stem):
+    """Token ids ``(B, T)`` → an ``Embedding(vocab_size, width)`` of them (the subclass says what
+    it makes of the embeddings)."""
 
     modalities = ("text",)
-    input_kind = "vector"
 
     def __init__(
         self,
@@ -139,8 +133,21 @@ class BagStem(Stem):
     ) -> None:
         super().__init__(domain, width)
         _need_dims(domain, 1, "token ids of shape (T,)")
+        self.num_tokens = self.input_shape[0]
         self.embed = nn.Embedding(_need_vocab(domain, vocab_size), width, padding_idx=padding_idx)
         self.padding_idx = padding_idx
+
+
+@register_stem("bag")
+class BagStem(_TokenStem):
+    """Text → vector: embed each token id and average (padding ids left out when given).
+
+    Args:
+        vocab_size: number of token ids. Required.
+        padding_idx: the id used for padding, not counted in the mean. Default ``None``.
+    """
+
+    input_kind = "vector"
 
     def forward(self, x: Tensor) -> Tensor:
         _check_ids(self, x)
@@ -158,9 +165,11 @@ class _ConvStem(Stem):
     _conv: type[nn.Conv1d] | type[nn.Conv2d]
     _dims: int
     _shape: str
+    _kernel_size: int
 
-    def __init__(self, domain: Domain, width: int, kernel_size: int) -> None:
+    def __init__(self, domain: Domain, width: int, kernel_size: int | None = None) -> None:
         super().__init__(domain, width)
+        kernel_size = self._kernel_size if kernel_size is None else kernel_size
         _need_dims(domain, self._dims, self._shape)
         self.conv = self._conv(self.input_shape[0], width, kernel_size,
                                padding=kernel_size // 2)
@@ -173,34 +182,20 @@ class _ConvStem(Stem):
 
 @register_stem("conv2d")
 class Conv2dStem(_ConvStem):
-    """Image → image: ``Conv2d(C, width, kernel_size, padding=kernel_size // 2)`` then ReLU.
+    """Image → image: ``Conv2d(C, width, kernel_size, padding=kernel_size // 2)``, ReLU;
+    ``kernel_size`` (the convolution's size) defaults to 3."""
 
-    Args:
-        kernel_size: convolution size. Default ``3``.
-    """
-
-    modalities = ("image",)
-    input_kind = "image"
-    _conv, _dims, _shape = nn.Conv2d, 3, "images of shape (C, H, W)"
-
-    def __init__(self, domain: Domain, width: int, kernel_size: int = 3) -> None:
-        super().__init__(domain, width, kernel_size)
+    modalities, input_kind = ("image",), "image"
+    _conv, _dims, _shape, _kernel_size = nn.Conv2d, 3, "images of shape (C, H, W)", 3
 
 
 @register_stem("conv1d")
 class Conv1dStem(_ConvStem):
-    """Signal → sequence: ``Conv1d(C, width, kernel_size, padding=kernel_size // 2)`` then ReLU.
+    """Signal → sequence: ``Conv1d(C, width, kernel_size, padding=kernel_size // 2)``, ReLU;
+    ``kernel_size`` (the convolution's size) defaults to 5."""
 
-    Args:
-        kernel_size: convolution size. Default ``5``.
-    """
-
-    modalities = ("signal",)
-    input_kind = "sequence"
-    _conv, _dims, _shape = nn.Conv1d, 2, "signals of shape (C, L)"
-
-    def __init__(self, domain: Domain, width: int, kernel_size: int = 5) -> None:
-        super().__init__(domain, width, kernel_size)
+    modalities, input_kind = ("signal",), "sequence"
+    _conv, _dims, _shape, _kernel_size = nn.Conv1d, 2, "signals of shape (C, L)", 5
 
 
 def auto_patch(sizes: tuple[int, ...], max_tokens: int) -> int:
@@ -222,7 +217,11 @@ def auto_patch(sizes: tuple[int, ...], max_tokens: int) -> int:
 
 
 class _PatchStem(Stem):
-    """Shared body of the patch stems: a convolution with ``kernel = stride = patch``."""
+    """Shared body of the patch stems: a convolution with ``kernel = stride = patch``.
+
+    ``max_tokens`` (both stems): the cap used when choosing the patch. Default ``64`` (or the
+    trunk's ``max_tokens`` when smaller).
+    """
 
     dims = 2
 
@@ -256,32 +255,22 @@ class _PatchStem(Stem):
 class Patch2dStem(_PatchStem):
     """Image → tokens: non-overlapping ``patch × patch`` patches, each linearly embedded.
 
-    Args:
-        patch: patch side; must divide H and W. Default ``None``: the smallest divisor >= 2 that
-            gives at most ``max_tokens`` tokens (8×8 → 2, 28×28 → 4, 32×32 → 4).
-        max_tokens: the cap used when choosing the patch. Default ``64`` (or the trunk's
-            ``max_tokens`` when smaller).
+    ``patch``: patch side; must divide H and W. Default ``None``: the smallest divisor >= 2 that
+    gives at most ``max_tokens`` tokens (8×8 → 2, 28×28 → 4, 32×32 → 4).
     """
 
-    modalities = ("image",)
-    input_kind = "tokens"
-    dims = 2
+    modalities, input_kind, dims = ("image",), "tokens", 2
 
 
 @register_stem("patch1d")
 class Patch1dStem(_PatchStem):
     """Signal → tokens: non-overlapping windows of ``patch`` steps, each linearly embedded.
 
-    Args:
-        patch: window length; must divide L. Default ``None``: the smallest divisor >= 2 that
-            gives at most ``max_tokens`` tokens (L=40 → 2).
-        max_tokens: the cap used when choosing the patch. Default ``64`` (or the trunk's
-            ``max_tokens`` when smaller).
+    ``patch``: window length; must divide L. Default ``None``: the smallest divisor >= 2 that
+    gives at most ``max_tokens`` tokens (L=40 → 2).
     """
 
-    modalities = ("signal",)
-    input_kind = "tokens"
-    dims = 1
+    modalities, input_kind, dims = ("signal",), "tokens", 1
 
 
 @register_stem("features")
@@ -305,7 +294,7 @@ class FeatureTokenStem(Stem):
 
 
 @register_stem("embedding")
-class TokenEmbeddingStem(Stem):
+class TokenEmbeddingStem(_TokenStem):
     """Text → tokens: ``Embedding(vocab_size, width)`` over token ids ``(B, T)``.
 
     Args:
@@ -313,20 +302,7 @@ class TokenEmbeddingStem(Stem):
         padding_idx: the id used for padding (its embedding stays zero). Default ``None``.
     """
 
-    modalities = ("text",)
     input_kind = "tokens"
-
-    def __init__(
-        self,
-        domain: Domain,
-        width: int,
-        vocab_size: int | None = None,
-        padding_idx: int | None = None,
-    ) -> None:
-        super().__init__(domain, width)
-        _need_dims(domain, 1, "token ids of shape (T,)")
-        self.num_tokens = self.input_shape[0]
-        self.embed = nn.Embedding(_need_vocab(domain, vocab_size), width, padding_idx=padding_idx)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_ids(self, x)
