@@ -15,6 +15,11 @@ Recipe:
 4. With target labels, ``target_supervised``: the same architecture from scratch on the labelled
    target samples, same budget.
 
+When the label sets differ (compared by name over the classes present), ``recipe.variant``
+(default ``auto``, see :func:`choose_variant`) hands the run to a module of
+:mod:`tlroutes.routes.da_variants`: ``partial`` (PADA), ``open_set`` (OSBP), ``new_label_set``
+or ``source_free`` (SHOT). The summary's details and the report name the variant and why.
+
 At the end, ``features.npz`` in the run folder holds trunk features of up to
 :data:`FEATURE_SAMPLES` source-test and as many target-test samples, from the source-only model
 (``before``) and the adapted one (``after``), with ``domain`` (0 source, 1 target) and ``label``;
@@ -44,6 +49,12 @@ from tlroutes.reporting.collect import RunData
 from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block, Image, Notice, Text
 from tlroutes.routes.common import RecipeSpec, require_fit, summarise
+from tlroutes.routes.da_variants import (
+    LabelRelation,
+    label_relation,
+    to_source_labels,
+    variant_module,
+)
 from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.runfolder import atomic_write
 from tlroutes.summary import Summary
@@ -78,6 +89,24 @@ class Recipe(RecipeSpec):
     target_labels: float = Field(
         0.0, ge=0, le=1, description="Share of the target's training samples whose labels are "
         "used (supervised adaptation); 0 (default) is unsupervised.",
+    )
+    variant: Literal["auto", "closed", "partial", "open_set", "new_label_set",
+                     "source_free"] = Field(
+        "auto", description="How the label sets relate, which picks the method. 'auto' "
+        "(default): from the classes present (samples in any split, compared by name) — "
+        "identical → 'closed'; target ⊂ source → 'partial'; the target has classes the source "
+        "lacks → 'open_set' when the target is unlabelled (target_labels 0), 'new_label_set' "
+        "when target labels are given; constraints.source_data false → 'source_free'. "
+        "'closed': one label set, an alignment loss (`method`). 'partial': PADA, class weights "
+        "from the target's predictions down-weight source classes absent from the target. "
+        "'open_set': OSBP, a K+1-way classifier whose extra output is 'unknown'. "
+        "'new_label_set': a new head on the source-trained stem and trunk. 'source_free': "
+        "SHOT, adapting a trained source model without source data.",
+    )
+    variant_args: dict[str, Any] = Field(
+        default_factory=dict, description="Options of the variant's method (each variant "
+        "module lists its own, e.g. {threshold: 0.5} for open_set). Default: none (the "
+        "method's defaults).",
     )
     selection: Literal["im", "snd", "source_accuracy", "target_accuracy"] = Field(
         "im", description="Checkpoint selection: 'im' (default: information maximisation on "
@@ -151,13 +180,16 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     require_fit(ROUTE, source, target)
     if recipe.method != SOURCE_ONLY:
         ALIGNMENTS.check_task(recipe.method, source.task.kind)
+    variant, reason = choose_variant(source, target, recipe, spec)
+    if variant != "closed":
+        summary = variant_module(variant).run(spec, recipe, trainer, source, target)
+        # Every variant's summary names the variant and why, for the report and summary.json.
+        summary.details.update(variant=variant, variant_reason=reason)
+        return summary
     if source.task.labels != target.task.labels:
-        raise ConfigError(
-            f"Domain Adaptation carries one label set across domains, but the source's labels "
-            f"{list(source.task.labels)} differ from the target's {list(target.task.labels)}. "
-            "For a new label set in the same domain use task_fine_tuning; across domains, "
-            "modality_transfer."
-        )
+        # The same classes present, declared in another order or with absent extras: the
+        # target's labels are renumbered in the source's order, so one head serves both.
+        target = to_source_labels(target, source)
     labelled = _labelled_subset(target.train, recipe.target_labels, spec.seed)
 
     trainer.seed_for("model")
@@ -206,7 +238,89 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
         carried_over="stem, trunk and head", selection=recipe.selection,
         selection_uses_target_labels=recipe.selection == "target_accuracy",
         target_labels=recipe.target_labels, source=source.name, target=target.name,
+        variant=variant, variant_reason=reason,
     )
+
+
+def choose_variant(source: Problem, target: Problem, recipe: Recipe,
+                   spec: RunSpec) -> tuple[str, str]:
+    """The Domain Adaptation variant to run and why, in one line.
+
+    ``recipe.variant`` other than ``auto`` is taken as set, after checking that the label sets
+    allow it. ``auto`` follows the label relation of the classes present (see
+    :class:`Recipe`'s ``variant``); ``constraints.source_data: false`` picks ``source_free``.
+
+    Raises:
+        ConfigError: the variant does not fit the label sets (which one would is named), or
+            source and target share no class while the target is unlabelled (which routes fit).
+    """
+    if not spec.constraints.source_data:
+        if recipe.variant not in ("auto", "source_free"):
+            raise ConfigError(
+                f"variant '{recipe.variant}' trains on source data, but constraints.source_data "
+                "is false; use variant 'source_free' (or auto)."
+            )
+        return "source_free", "constraints.source_data is false: only a trained source model"
+    if source.task.kind != "classification" or target.task.kind != "classification":
+        if recipe.variant not in ("auto", "closed"):
+            raise ConfigError(
+                f"variant '{recipe.variant}' compares class sets, so it needs classification "
+                f"tasks; this pair is {source.task.kind} → {target.task.kind} (use 'closed')."
+            )
+        if source.task.labels != target.task.labels:
+            raise ConfigError(
+                f"Domain Adaptation carries the {source.task.kind} targets across domains, but "
+                f"the source's {list(source.task.labels)} differ from the target's "
+                f"{list(target.task.labels)}; for other targets across domains use "
+                "modality_transfer."
+            )
+        return "closed", f"{source.task.kind}: one set of targets on both sides"
+    relation = label_relation(source, target)
+    labelled = recipe.target_labels > 0
+    fits = _fitting_variant(relation, labelled)
+    if recipe.variant == "auto":
+        return fits, f"auto: {relation.describe()}" + (
+            ", target labels given" if fits == "new_label_set" else "")
+    if recipe.variant != fits and not _also_fits(recipe.variant, relation, labelled):
+        raise ConfigError(
+            f"variant '{recipe.variant}' does not fit these label sets: {relation.describe()}. "
+            f"Use variant '{fits}' (or auto)."
+        )
+    return recipe.variant, f"set in the recipe ({relation.describe()})"
+
+
+def _fitting_variant(relation: LabelRelation, labelled: bool) -> str:
+    """The variant ``auto`` picks for a label relation (with or without target labels)."""
+    kind = relation.kind
+    if kind == "identical":
+        return "closed"
+    if kind == "subset":
+        return "partial"
+    if labelled:
+        return "new_label_set"
+    if kind == "disjoint":
+        raise ConfigError(
+            f"Source and target have {relation.describe()}, and the target is unlabelled: "
+            "there is no class to carry over without labels. Give target labels "
+            "(recipe.target_labels > 0: a new head on the source-trained trunk, variant "
+            "new_label_set), or, with a labelled target, use route modality_transfer (new "
+            "stem and head) or task_fine_tuning (same domain)."
+        )
+    return "open_set"
+
+
+def _also_fits(variant: str, relation: LabelRelation, labelled: bool) -> bool:
+    """Whether an explicitly set ``variant`` may run on a relation ``auto`` reads otherwise."""
+    if variant == "source_free":
+        return relation.kind in ("identical", "subset")  # SHOT needs the target's classes known
+    if variant == "new_label_set":
+        return labelled  # any label sets, given target labels
+    if variant == "open_set":
+        return relation.kind in ("superset", "overlapping", "identical", "subset") and bool(
+            relation.shared)
+    if variant == "partial":
+        return relation.kind == "identical"  # weights near uniform: reduces to DANN
+    return False
 
 
 def _selection(selection: str, task: Task) -> tuple[str, str]:
@@ -341,6 +455,9 @@ def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
                 else " (label-free on the target)")
         share = d.get("target_labels") or 0
         labels = f"{share:.0%} of the target's training labels" if share else "no target labels"
+        variant = d.get("variant", "closed")  # runs from before the variants were closed
+        why = f" ({d['variant_reason']})" if d.get("variant_reason") else ""
+        blocks.append(Text(f"Variant **{variant}**{why}: {VARIANT_PROSE.get(variant, '')}"))
         blocks.append(Text(f"Method **{d.get('method', '?')}**, checkpoint selection "
                            f"**{d.get('selection', '?')}**{uses}, trained with {labels}."))
     features = run.files.get("features.npz")
@@ -364,7 +481,23 @@ def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
                             "features before and after adaptation", id="feature-maps",
                             width=460 * len(facts["states"])))
     return blocks + details_blocks(run, shown={"method", "selection", "target_labels",
-                                               "selection_uses_target_labels"})
+                                               "selection_uses_target_labels", "variant",
+                                               "variant_reason"})
+
+
+VARIANT_PROSE: dict[str, str] = {
+    "closed": "one label set on both sides; the trunk is aligned across domains.",
+    "partial": "the target holds only some of the source's classes; PADA weighs each source "
+               "class by the target's mean prediction of it, so absent classes stop pulling "
+               "target features towards them.",
+    "open_set": "the target holds classes the source lacks; OSBP adds an 'unknown' output and "
+                "reports known-class accuracy (OS*) and unknown recall apart.",
+    "new_label_set": "target labels given for a label set of its own; a new head on the "
+                     "source-trained stem and trunk.",
+    "source_free": "no source data; the trained source model is adapted on the target alone "
+                   "(SHOT).",
+}
+"""One line per variant for the report, after its name."""
 
 
 #: The run file's top-level blocks this route reads besides those every run reads (route, order,
