@@ -174,7 +174,18 @@ class AdaptationStep(nn.Module):
 def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     """Run the recipe; returns the summary (see :func:`tlroutes.routes.common.summarise`)."""
     if spec.source is None:
-        raise ConfigError("Domain Adaptation needs a labelled `source` problem to adapt from.")
+        if recipe.variant in ("auto", "source_free"):
+            # No source data at all: only a trained source model (variant_args.source_model)
+            # can be adapted; the variant says so when none is given.
+            target = load(spec.target, spec.seed, "target")
+            summary = variant_module("source_free").run(spec, recipe, trainer, None, target)
+            summary.details.update(variant="source_free",
+                                   variant_reason="source: null, only a trained source model")
+            return summary
+        raise ConfigError(
+            f"Domain Adaptation variant '{recipe.variant}' needs a labelled `source` problem to "
+            "adapt from; with only a trained source model use variant source_free "
+            "(variant_args.source_model).")
     source = load(spec.source, spec.seed, "source")
     target = load(spec.target, spec.seed, "target")
     require_fit(ROUTE, source, target)
