@@ -3,8 +3,10 @@
 Kills are simulated in-process by :func:`killed_at`: ``os.replace`` — the step that makes an
 atomic write visible — raises :class:`Killed` (a ``BaseException``, so no ``except Exception``
 swallows it) when it would publish the chosen file, after its temporary copy is fully written;
-the temporary file is left behind, as a real kill leaves it. The real SIGKILL test is in
-``test_resume.py``. Every run is tiny (a few hundred samples, a few epochs, one thread).
+the temporary file is left behind, as a real kill leaves it. The files inside a checkpoint
+folder, which is published by one rename, are cut off half-written instead. The real SIGKILL
+test is in ``test_resume.py``. Every run is tiny (a few hundred samples, a few epochs, one
+thread).
 """
 
 from __future__ import annotations
@@ -59,8 +61,19 @@ def killed_at(name: str, nth: int = 1, under: str | None = None) -> Iterator[Non
                 raise Killed(str(dst))
         return real(src, dst, *args, **kwargs)
 
+    real_write = ckpt._write_file
+
+    def write_file(path: Path, data: bytes) -> None:
+        if path.name == name and (under is None or under in path.parts):
+            seen[0] += 1
+            if seen[0] == nth:
+                real_write(path, data[: len(data) // 2])  # torn: the kill came mid-write
+                raise Killed(str(path))
+        real_write(path, data)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "replace", replace)
+        mp.setattr(ckpt, "_write_file", write_file)
         yield
     assert seen[0] >= nth, f"the run never wrote {name} #{nth}"
 

@@ -2,7 +2,8 @@
 
 ``inputs.json`` in the run folder lists every file or folder the resolved run file names (a data
 ``.npz``, ``model.weights``, a Dataset Merging label map, a Parallel Training job's data …: every
-string of the run file that names an existing path with a folder separator or a file suffix) and,
+string of the run file, outside the :data:`NOT_INPUTS` blocks, that names an existing path with a
+folder separator or a file suffix) and,
 for built-in data, its declared spec (built-in data is generated from the spec, which ``run.yaml``
 fixes too). A file up to :data:`FULL_HASH_LIMIT` bytes is hashed (sha256); a larger one, and every
 file of a folder, is recorded by size and modification time, so that fingerprinting costs at most
@@ -33,6 +34,10 @@ FINGERPRINT_FILE = "inputs.json"
 #: Files up to this many bytes (1 GiB) are hashed in full (about 1-2 s per GB); larger ones are
 #: recorded by size and modification time only.
 FULL_HASH_LIMIT = 2**30
+
+#: Top-level run-file blocks that name no inputs: where results go (tracking's MLflow store and
+#: artifact folder are written by the run) and which devices run it.
+NOT_INPUTS = frozenset({"tracking", "hardware"})
 
 #: A folder of more files than this is recorded by its file count and total size only.
 MAX_FOLDER_FILES = 100_000
@@ -119,7 +124,8 @@ def _entry(field: str, text: str) -> InputEntry:
 def fingerprint(spec: dict[str, Any]) -> Fingerprint:
     """The fingerprint of the inputs ``spec`` (a resolved run, as JSON data) names."""
     inputs = []
-    for field, text in _strings(spec):
+    read = {k: v for k, v in spec.items() if k not in NOT_INPUTS}
+    for field, text in _strings(read):
         if _names_a_path(text):
             inputs.append(_entry(field, text))
         elif field.endswith("dataset"):
