@@ -331,6 +331,10 @@ def _also_fits(variant: str, relation: LabelRelation, labelled: bool) -> bool:
             relation.shared)
     if variant == "partial":
         return relation.kind == "identical"  # weights near uniform: reduces to DANN
+    if variant == "closed":
+        # The target's classes renumbered into the source's: plain alignment that ignores the
+        # classes the target lacks (the negative-transfer baseline partial adaptation fixes).
+        return relation.kind == "subset"
     return False
 
 

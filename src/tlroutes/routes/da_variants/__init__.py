@@ -26,13 +26,15 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import torch
 
-from tlroutes.errors import ConfigError
+from tlroutes.errors import ConfigError, did_you_mean
 from tlroutes.problem import Problem, Split
 
-__all__ = ["VARIANTS", "LabelRelation", "label_relation", "to_source_labels", "variant_module"]
+__all__ = ["VARIANTS", "LabelRelation", "label_relation", "to_source_labels", "variant_module",
+           "variant_options"]
 
 #: The recipe's ``variant`` values besides ``auto``, in the order the docs list them.
 VARIANTS: tuple[str, ...] = ("closed", "partial", "open_set", "new_label_set", "source_free")
@@ -159,3 +161,31 @@ def variant_module(name: str) -> ModuleType:
             f"The Domain Adaptation variant '{name}' is not available in this version of "
             "tlroutes."
         ) from None
+
+
+def variant_options(variant: str, given: dict[str, Any],
+                    defaults: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` updated with the recipe's ``variant_args``; unknown names are errors.
+
+    A given value must have its default's type (an int is accepted for a float).
+
+    Raises:
+        ConfigError: an option the variant does not take (with a suggestion), or a wrong type.
+    """
+    out = dict(defaults)
+    for key, value in given.items():
+        if key not in defaults:
+            takes = ", ".join(defaults) or "none"
+            raise ConfigError(
+                f"variant '{variant}' has no option '{key}'.{did_you_mean(key, list(defaults))} "
+                f"Its options: {takes}."
+            )
+        want = type(defaults[key])
+        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise ConfigError(f"variant '{variant}': option '{key}' must be a {want.__name__}, "
+                              f"got {value!r}.")
+        out[key] = value
+    return out

@@ -1,0 +1,181 @@
+r"""Open-set Domain Adaptation: the target holds classes the source lacks (OSBP).
+
+Chosen by ``recipe.variant: open_set`` (or ``auto`` when the target has classes the source lacks
+and no target label is used). The model's head gets K+1 outputs: the source's K classes and
+**unknown**, which stands for every target class the source lacks; the target's labels are
+renumbered so (known classes in the source's order, the rest K). They are read only to score
+the test split and to check the unknown share before training.
+
+Recipe (:mod:`tlroutes.objectives.alignment.osbp` has the formulas):
+
+1. ``source``: cross-entropy on the labelled source, its K classes, with the K+1-way head.
+   Evaluated on the target as it is (it never predicts unknown), this is the **source-only**
+   baseline.
+2. ``adapt``: from the source weights, on batches of both domains, the source cross-entropy +
+   ``trade_off`` × OSBP's adversarial term: the binary cross-entropy of the target's unknown
+   probability :math:`p_{K+1}` to the boundary ``t``, which the head minimises and the trunk,
+   through a gradient reversal layer, maximises.
+3. Selection: OSBP trains for a fixed budget and so does this variant (the last epoch) unless
+   ``selection`` is ``source_accuracy`` (source validation accuracy) or ``target_accuracy``
+   (the target's validation OS, which reads target labels and is marked so).
+
+At test time a target sample is **unknown** when :math:`p_{K+1}` is its largest output. The
+summary's primary metric is **os** (mean per-class accuracy over the known classes present and
+unknown); ``os_star`` (known classes only, OS*), ``unknown_recall`` (the unknown class's
+accuracy), ``unknown_precision``, ``predicted_unknown`` (share of test samples called unknown)
+and ``accuracy`` (all samples) stand beside it.
+
+``variant_args``: ``threshold`` (t, default 0.5, the paper's), ``max_unknown_share`` (default
+0.5: refuse a target whose samples are mostly of classes the source lacks, since the boundary
+``t`` assumes known samples are not the minority; raise it knowingly).
+Paper: Saito, Yamamoto, Ushiku & Harada, "Open Set Domain Adaptation by Backpropagation",
+ECCV 2018.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tlroutes.errors import ConfigError
+from tlroutes.objectives.alignment.osbp import OpenSetBackpropLoss, open_set_scores
+from tlroutes.problem import Problem, Task
+from tlroutes.routes import domain_adaptation as da
+from tlroutes.routes.common import summarise
+from tlroutes.routes.da_variants import label_relation, to_source_labels, variant_options
+from tlroutes.train.engine import evaluate_split
+from tlroutes.train.from_spec import build, evaluate, stage, stream, supervised_stage
+
+if TYPE_CHECKING:
+    from tlroutes.config import RunSpec
+    from tlroutes.model import TransferModel
+    from tlroutes.routes.domain_adaptation import Recipe
+    from tlroutes.summary import Summary
+    from tlroutes.train.engine import Trainer
+
+METHOD = "osbp"
+UNKNOWN = "unknown"
+"""The name of the K+1-th class (``<unknown>`` when a source class is already so named)."""
+OPTIONS: dict[str, Any] = {"threshold": 0.5, "max_unknown_share": 0.5}
+"""``variant_args`` of the open-set variant and their defaults (see the module docstring)."""
+
+
+class OpenSetStep(nn.Module):
+    """Source cross-entropy over K+1 outputs + ``trade_off`` × OSBP's adversarial term."""
+
+    def __init__(self, model: TransferModel, osbp: OpenSetBackpropLoss, trade_off: float) -> None:
+        super().__init__()
+        self.model, self.osbp, self.trade_off = model, osbp, trade_off
+
+    def forward(self, batch: dict[str, tuple[Tensor, Tensor]]):
+        (xs, ys), (xt, _) = batch["source"], batch["target"]
+        # One pass over both domains, so batch-norm statistics see the mixture.
+        f = self.model.features(torch.cat([xs, xt]))
+        f_s, f_t = f[: len(xs)], f[len(xs):]
+        head = self.model.heads["task"]
+        loss = F.cross_entropy(head(f_s), ys)
+        transfer = self.osbp(f_t, head)
+        logs = {"transfer_loss": transfer,
+                "target_unknown_probability": torch.as_tensor(self.osbp.last_unknown)}
+        return loss + self.trade_off * transfer, logs
+
+
+def open_task(source: Task) -> Task:
+    """The source's task with one more class, unknown, last."""
+    name = UNKNOWN if UNKNOWN not in source.labels else f"<{UNKNOWN}>"
+    return Task("classification", (*source.labels, name), name=source.name)
+
+
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
+        target: Problem) -> Summary:
+    """Open-set Domain Adaptation with OSBP; see the module docstring."""
+    opts = variant_options("open_set", recipe.variant_args, OPTIONS)
+    if not 0.0 < opts["threshold"] < 1.0:
+        raise ConfigError(f"variant_args.threshold must lie in (0, 1), got {opts['threshold']}.")
+    if recipe.target_labels > 0:
+        raise ConfigError(
+            "The open_set variant adapts without target labels, but recipe.target_labels is "
+            f"{recipe.target_labels}; with target labels for the new classes use variant "
+            "new_label_set, or set target_labels: 0."
+        )
+    relation = label_relation(source, target)
+    task = open_task(source.task)
+    k = source.task.num_outputs
+    renumbered = to_source_labels(target, source, unknown=k)
+    target = Problem(target.name, task, target.domain, renumbered.train, renumbered.val,
+                     renumbered.test, meta=target.meta)
+    share = float((target.train.y == k).float().mean())
+    if share > opts["max_unknown_share"]:
+        raise ConfigError(
+            f"{share:.0%} of the target's training samples are of classes the source lacks "
+            f"({', '.join(relation.target_only)}), more than the open_set variant's "
+            f"max_unknown_share {opts['max_unknown_share']:.0%}: with so few known samples its "
+            "boundary between known and unknown is not reliable. With labels for the new "
+            "classes use variant new_label_set (recipe.target_labels > 0); or raise "
+            "variant_args.max_unknown_share knowingly."
+        )
+    source = Problem(source.name, task, source.domain, source.train, source.val, source.test,
+                     meta=source.meta)
+
+    trainer.seed_for("model")
+    model = build(spec.model, {"input": source.domain}, {"task": task})
+    s, t = spec.source_training, spec.target_training
+    trainer.fit(supervised_stage("source", model, source, s, spec.seed, head="task"))
+    source_only = _scores(model, target)
+    metrics = source_only
+    before = da._test_features(model, source, target) if trainer.is_main else None
+
+    adapt = recipe.method != da.SOURCE_ONLY
+    label_free = recipe.selection in ("im", "snd")
+    selection = "last_epoch" if label_free else recipe.selection
+    if adapt:
+        streams = {"source": stream(source.train, t, spec.seed, "adapt-source"),
+                   "target": stream(target.train, t, spec.seed, "adapt-target")}
+        trainer.seed_for("alignment")
+        step = OpenSetStep(model, OpenSetBackpropLoss(opts["threshold"]), recipe.trade_off)
+        monitor = "target_os" if selection == "target_accuracy" else "source_accuracy"
+        trainer.fit(stage("adapt", step, streams, lambda: _validate(model, source, target),
+                          task, t, monitor=monitor, mode="max", restore_best=not label_free))
+        metrics = _scores(model, target)
+
+    trainer.save_model(model)
+    if trainer.is_main:
+        after = da._test_features(model, source, target) if adapt else None
+        da._save_features(trainer.run_dir / "features.npz", source, target, before, after)
+    details: dict[str, Any] = {}
+    if adapt and recipe.method != "dann":
+        details["method_note"] = (f"method '{recipe.method}' is not read by the open_set "
+                                  "variant: OSBP brings its own adversarial term")
+    if label_free:
+        details["selection_note"] = (f"selection '{recipe.selection}' scores closed-set "
+                                     "predictions; OSBP keeps the last epoch, as in the paper")
+    return summarise(
+        da.ROUTE, None, metrics, source_only, primary=("os", True), baseline_kind="source_only",
+        baselines={"source_only": source_only}, method=METHOD if adapt else da.SOURCE_ONLY,
+        carried_over="stem, trunk and head (the source's classes plus unknown)",
+        metric_note="os: mean per-class accuracy over the known classes present and unknown; "
+                    "os_star: over the known classes only; unknown_recall: the unknown class's",
+        selection=selection, selection_uses_target_labels=selection == "target_accuracy",
+        target_labels=0.0, source=source.name, target=target.name,
+        unknown_classes=list(relation.target_only), unknown_share_train=round(share, 4),
+        threshold=opts["threshold"], **details,
+    )
+
+
+def _scores(model: TransferModel, target: Problem) -> dict[str, float]:
+    """Open-set scores of the target's test split (see :func:`open_set_scores`)."""
+    logits = evaluate_split(model, lambda x: model(x, head="task"), target.test.x)
+    return open_set_scores(logits, target.test.y)
+
+
+def _validate(model: TransferModel, source: Problem, target: Problem) -> dict[str, float]:
+    """Source validation metrics and the target's validation open-set scores (logged; selected
+    on only with ``selection: target_accuracy``)."""
+    out = {f"source_{k}": v for k, v in evaluate(model, source.val, source.task, head="task")
+           .items()}
+    logits = evaluate_split(model, lambda x: model(x, head="task"), target.val.x)
+    out.update({f"target_{k}": v for k, v in open_set_scores(logits, target.val.y).items()})
+    return out

@@ -1,0 +1,158 @@
+r"""Partial Domain Adaptation: the target holds only some of the source's classes (PADA).
+
+Chosen by ``recipe.variant: partial`` (or ``auto`` when the target's classes present are a strict
+subset of the source's). The target's labels are renumbered in the source's label order, so the
+source-trained head serves both; no target label is used for training unless
+``recipe.target_labels`` > 0.
+
+Recipe (:mod:`tlroutes.objectives.alignment.pada` has the formulas):
+
+1. ``source``: train on the labelled source (all K classes); evaluated on the target as it is,
+   this is the **source-only** baseline.
+2. ``adapt``: from the source weights, on batches of both domains, minimise
+   :math:`\frac{1}{n_s}\sum_i\gamma_{y_i}\mathrm{CE}_i` + ``trade_off`` × the class-weighted
+   domain-adversarial loss (source side weighted by :math:`\gamma_{y_i}`, target side by 1).
+   :math:`\gamma` = the mean softmax of the target's training predictions, divided by its
+   largest entry, is computed from the source-only model before the first step and again after
+   every epoch (the paper updates it every 500 iterations; here an epoch is the natural pass over
+   the target, and with small data it is a few dozen steps).
+3. Selection without target labels: ``im`` becomes ``snd`` here, because information
+   maximisation's diversity term rewards predicting *every* source class, which is the error
+   partial adaptation avoids; ``snd``, ``source_accuracy`` and ``target_accuracy`` are taken as
+   set.
+
+``variant_args``: ``temperature`` (softmax temperature T of the class weights; default 1.0, the
+paper's; TLlib uses 0.1), ``class_weights`` (default true; false keeps :math:`\gamma = 1`: plain
+DANN on the same pipeline, the ablation that shows the negative transfer PADA removes),
+``hidden`` and ``depth`` of the domain discriminator (defaults 256 and 2).
+
+The summary's details add ``class_weights`` (:math:`\gamma` by source class name, at the end) and
+``mean_weight_absent`` / ``mean_weight_present``: the mean :math:`\gamma` over source classes
+absent from / present in the target (read from the target's labels, for the report only).
+Paper: Cao, Ma, Long & Wang, "Partial Adversarial Domain Adaptation", ECCV 2018.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from tlroutes.objectives.alignment.pada import (
+    PartialAdversarialLoss,
+    pada_class_weights,
+    weighted_cross_entropy,
+)
+from tlroutes.problem import Problem
+from tlroutes.routes import domain_adaptation as da
+from tlroutes.routes.common import summarise
+from tlroutes.routes.da_variants import label_relation, to_source_labels, variant_options
+from tlroutes.train.engine import evaluate_split
+from tlroutes.train.from_spec import build, evaluate, stage, stream, supervised_stage
+
+if TYPE_CHECKING:
+    from tlroutes.config import RunSpec
+    from tlroutes.model import TransferModel
+    from tlroutes.routes.domain_adaptation import Recipe
+    from tlroutes.summary import Summary
+    from tlroutes.train.engine import Trainer
+
+METHOD = "pada"
+OPTIONS: dict[str, Any] = {"temperature": 1.0, "class_weights": True, "hidden": 256, "depth": 2}
+"""``variant_args`` of the partial variant and their defaults (see the module docstring)."""
+
+
+class PartialStep(nn.Module):
+    """γ-weighted source loss (+ labelled target loss) + ``trade_off`` × PADA's adversarial loss."""
+
+    def __init__(self, model: TransferModel, align: PartialAdversarialLoss,
+                 trade_off: float) -> None:
+        super().__init__()
+        self.model, self.align, self.trade_off = model, align, trade_off
+
+    def forward(self, batch: dict[str, tuple[Tensor, Tensor]]):
+        (xs, ys), (xt, _) = batch["source"], batch["target"]
+        # One pass over both domains, so batch-norm statistics see the mixture (as for DANN).
+        f = self.model.features(torch.cat([xs, xt]))
+        f_s, f_t = f[: len(xs)], f[len(xs):]
+        loss = weighted_cross_entropy(self.model.heads["task"](f_s), ys, self.align.class_weight)
+        if "target_labeled" in batch:
+            xl, yl = batch["target_labeled"]
+            loss = loss + nn.functional.cross_entropy(self.model(xl, head="task"), yl)
+        transfer = self.align(f_s, f_t, ys)
+        logs = {"transfer_loss": transfer,
+                "domain_accuracy": torch.as_tensor(self.align.last_accuracy)}
+        return loss + self.trade_off * transfer, logs
+
+
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
+        target: Problem) -> Summary:
+    """Partial Domain Adaptation with PADA; see the module docstring."""
+    opts = variant_options("partial", recipe.variant_args, OPTIONS)
+    relation = label_relation(source, target)
+    target = to_source_labels(target, source)
+    labelled = da._labelled_subset(target.train, recipe.target_labels, spec.seed)
+    task = source.task
+
+    trainer.seed_for("model")
+    model = build(spec.model, {"input": source.domain}, {"task": task})
+    s, t = spec.source_training, spec.target_training
+    trainer.fit(supervised_stage("source", model, source, s, spec.seed, head="task"))
+    source_only = evaluate(model, target.test, task, head="task")
+    metrics = source_only
+    before = da._test_features(model, source, target) if trainer.is_main else None
+
+    adapt = recipe.method != da.SOURCE_ONLY
+    selection = "snd" if recipe.selection == "im" else recipe.selection
+    gamma = torch.ones(task.num_outputs)
+    if adapt:
+        streams = {"source": stream(source.train, t, spec.seed, "adapt-source"),
+                   "target": stream(target.train, t, spec.seed, "adapt-target")}
+        if labelled is not None:
+            streams["target_labeled"] = stream(labelled, t, spec.seed, "adapt-labeled")
+        steps = max(x.steps_per_pass for x in streams.values()) * t.epochs
+        trainer.seed_for("alignment")
+        align = PartialAdversarialLoss(model.trunk.out_dim, task.num_outputs, max_steps=steps,
+                                       hidden=opts["hidden"], depth=opts["depth"])
+
+        def update_weights() -> None:
+            # γ from the target's training predictions (no target label read).
+            if opts["class_weights"]:
+                logits = evaluate_split(model, lambda x: model(x, head="task"), target.train.x)
+                align.set_class_weight(pada_class_weights(logits, opts["temperature"]))
+
+        update_weights()  # from the source-only model; a resumed stage loads its own γ
+        step = PartialStep(model, align, recipe.trade_off)
+        monitor, mode = da._selection(selection, task)
+        trainer.fit(stage("adapt", step, streams, lambda: da._validate(model, source, target),
+                          task, t, monitor=monitor, mode=mode, on_epoch_end=update_weights))
+        metrics = evaluate(model, target.test, task, head="task")
+        gamma = align.class_weight.detach().float().cpu()
+
+    trainer.save_model(model)
+    if trainer.is_main:
+        after = da._test_features(model, source, target) if adapt else None
+        da._save_features(trainer.run_dir / "features.npz", source, target, before, after)
+    weights = {name: round(float(w), 4) for name, w in zip(task.labels, gamma, strict=True)}
+    absent = [weights[n] for n in relation.source_only]
+    present = [weights[n] for n in relation.shared]
+    details: dict[str, Any] = {}
+    if adapt and recipe.method != "dann":
+        details["method_note"] = (f"method '{recipe.method}' is not read by the partial variant: "
+                                  "PADA is class-weighted DANN")
+    if selection != recipe.selection:
+        details["selection_note"] = ("'im' rewards predicting every source class; the partial "
+                                     "variant selects on 'snd' instead")
+    return summarise(
+        da.ROUTE, task, metrics, source_only, baseline_kind="source_only",
+        baselines={"source_only": source_only},
+        method=(METHOD if opts["class_weights"] else "dann") if adapt else da.SOURCE_ONLY,
+        carried_over="stem, trunk and head (the source's label set)", selection=selection,
+        selection_uses_target_labels=selection == "target_accuracy",
+        target_labels=recipe.target_labels, source=source.name, target=target.name,
+        class_weights=weights,
+        mean_weight_absent=sum(absent) / len(absent) if absent else None,
+        mean_weight_present=sum(present) / len(present) if present else None,
+        **details,
+    )
