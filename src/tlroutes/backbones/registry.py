@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 import typing
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -218,7 +219,9 @@ def check_size(builder: Callable[..., nn.Module], where: str, *args: Any, **kwar
     if getattr(builder, "__module__", "").startswith("tlroutes.backbones.pretrained"):
         return
     try:
-        with torch.device("meta"):
+        # The probe's own warnings (a zero-sized layer) are the real build's to give.
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             probe = builder(*args, **kwargs)
         count = sum(p.numel() for p in probe.parameters()) + sum(
             b.numel() for b in probe.buffers())
