@@ -510,3 +510,15 @@ def test_keep_checkpoints_must_be_positive(tmp_path):
 
     with pytest.raises(ConfigError, match="keep_checkpoints"):
         Trainer(tmp_path, keep_checkpoints=0, progress=False)
+
+
+def test_a_planted_seed_folder_link_is_refused(tmp_path):
+    root, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root.mkdir()
+    (root / "seed-3").symlink_to(elsewhere)
+    register_root(root)
+    register_root(root / "seed-3")  # a seed's Trainer registers its folder too
+    with pytest.raises(RunFolderError, match="seed-3 is a symbolic link"):
+        atomic_write(root / "seed-3" / "metrics.jsonl", "")
+    assert not any(elsewhere.iterdir())

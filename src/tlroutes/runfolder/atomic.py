@@ -9,9 +9,10 @@ never a torn one; a leftover temporary file (``.<name>.<random>.tmp``) is harmle
 Before writing, the target and every folder between it and its run folder are checked: none may
 be a symlink, so that a link planted in ``--out`` (``report.html -> ~/.bashrc``) cannot redirect a
 write outside the folder. The run folder itself may be a symlink (the user chose it). The run
-folder of a path is the longest registered root above it (:func:`register_root`; the runner and
-every :class:`~tlroutes.train.engine.Trainer` register theirs), or ``root=`` when given; with
-neither, only the target itself is checked.
+folder of a path is the outermost registered folder above it (:func:`register_root`; the runner
+and every :class:`~tlroutes.train.engine.Trainer` register theirs), so that a seed's or a job's
+folder inside a run folder is checked as well, or ``root=`` when given; with neither, only the
+target itself is checked.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ def register_root(folder: str | Path) -> None:
 def _root_of(path: str, root: str | Path | None) -> str | None:
     if root is not None:
         return os.path.abspath(root)
+    # The outermost registered folder: a seed's or a job's folder inside a run folder is checked
+    # too (a planted ``seed-3 -> /elsewhere`` is refused); only the run folder may be a link.
     best = None
     for r in _ROOTS:
-        if (path == r or path.startswith(r + os.sep)) and (best is None or len(r) > len(best)):
+        if (path == r or path.startswith(r + os.sep)) and (best is None or len(r) < len(best)):
             best = r
     return best
 
