@@ -393,6 +393,7 @@ RESUME_CASES = {
     "run.yaml not UTF-8": ("run.yaml", b"route: \xff\xfe task\n", "UTF-8"),
     "run.yaml empty": ("run.yaml", b"", "run.yaml"),
     "run.yaml a list": ("run.yaml", b"- 1\n- 2\n", "run.yaml"),
+    "run.yaml wrong types": ("run.yaml", b"route: task_fine_tuning\nseeds: many\n", "seeds"),
 }
 
 

@@ -200,11 +200,13 @@ def read_summary(path: Path) -> Any:
 
 
 def read_run_yaml(path: Path) -> dict[str, Any]:
-    """``run.yaml`` as a mapping that names a route (not further validated here)."""
+    """``run.yaml`` as a mapping, validated as a run (:class:`tlroutes.config.RunSpec`).
+
+    Returns the mapping as saved (a resume compares it with the run file field by field)."""
     text = read_text(path, "run.yaml")
     if not text.strip():
         raise damaged(path, "it is empty", "run.yaml")
-    from tlroutes.config import parse_yaml
+    from tlroutes.config import parse_run, parse_yaml
 
     try:
         data = parse_yaml(text, str(path))
@@ -213,6 +215,10 @@ def read_run_yaml(path: Path) -> dict[str, Any]:
         raise damaged(path, why, "run.yaml") from None
     if not isinstance(data, dict) or not isinstance(data.get("route"), str):
         raise damaged(path, "it is not a mapping of run fields with a route", "run.yaml")
+    try:
+        parse_run(data, str(path))
+    except ConfigError as exc:
+        raise damaged(path, f"it is not a valid run ({exc})", "run.yaml") from None
     return data
 
 
