@@ -18,6 +18,8 @@ from tlroutes.cli import EXIT_FAILED_JOBS, FAILURE_FILE
     (("run", "a.yaml", "b.yaml"), "unexpected extra argument"),
     (("nosuch",), "No such command 'nosuch'"),
     (("routes", "--highlight"), "requires an argument"),
+    (("inspect", "digits", "--permutations", "1000000000000"), "less than or equal to 100000"),
+    (("demo", "--seeds", "0"), "'--seeds'"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(args, words):
     proc = cli(*args)

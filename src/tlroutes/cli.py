@@ -44,6 +44,12 @@ from tlroutes.errors import (
 if TYPE_CHECKING:
     from tlroutes.summary import Summary
 
+# Bounds of the numeric options (as the run file's own: a value past them is a usage error).
+#: Permutations of the MMD test: 100,000 already resolve p-values far below any threshold.
+MAX_PERMUTATIONS = 100_000
+#: Samples per side of the measurements, and the largest seed.
+MAX_SAMPLES, MAX_SEED = 10_000_000, 2**63 - 1
+
 app = typer.Typer(
     name="tlroutes",
     help="Transfer learning by all eight of its routes.",
@@ -220,7 +226,8 @@ def demo(
     quick: Annotated[bool, typer.Option(
         help="A third of every example's epochs: a smoke test of all eight routes.")] = False,
     seeds: Annotated[int | None, typer.Option(
-        help="Seeds per route (mean ± std). Default: 3, or 1 with --quick.")] = None,
+        min=1, max=100, help="Seeds per route (mean ± std), 1 to 100. Default: 3, or 1 with "
+        "--quick.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a stopped demo.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
 ) -> None:
@@ -250,9 +257,12 @@ def inspect(
         help="A finished sequential run folder: its trained source model gives NCE and matched "
         "agreement on the target, and is ranked with LEEP and NCE as candidate 'source-run'.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the measurements.")] = 0,
-    permutations: Annotated[int, typer.Option(help="Permutations of the MMD test.")] = 200,
-    max_samples: Annotated[int, typer.Option(help="Samples per side for the tests.")] = 2000,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the measurements.")
+                    ] = 0,
+    permutations: Annotated[int, typer.Option(
+        min=1, max=MAX_PERMUTATIONS, help="Permutations of the MMD test.")] = 200,
+    max_samples: Annotated[int, typer.Option(
+        min=10, max=MAX_SAMPLES, help="Samples per side for the tests.")] = 2000,
 ) -> None:
     """Measure whether two problems share a domain and a task, with controls; rank trunks."""
     from tlroutes.measure.display import evidence_tables
@@ -284,10 +294,12 @@ def plan(
                                              "plan choose.")],
     out: Annotated[Path | None, typer.Option(
         help="Folder for plan.json and cube.png. Default: runs/plan/<run file name>.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the measurements. Default: the "
-                                             "run file's.")] = None,
-    permutations: Annotated[int, typer.Option(help="Permutations of the MMD test.")] = 200,
-    max_samples: Annotated[int, typer.Option(help="Samples per side for the tests.")] = 2000,
+    seed: Annotated[int | None, typer.Option(
+        min=0, max=MAX_SEED, help="Seed of the measurements. Default: the run file's.")] = None,
+    permutations: Annotated[int, typer.Option(
+        min=1, max=MAX_PERMUTATIONS, help="Permutations of the MMD test.")] = 200,
+    max_samples: Annotated[int, typer.Option(
+        min=10, max=MAX_SAMPLES, help="Samples per side for the tests.")] = 2000,
 ) -> None:
     """Name the route for a run file from what it declares and what is measured in its data."""
     from tlroutes.cube_picture import draw_cube
