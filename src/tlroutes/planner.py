@@ -7,7 +7,9 @@ Each of the cube's three axes gets a value and says where it came from:
 - **domain**: a data block's explicit ``domain:`` name is a declaration and wins; measurement
   that disagrees with it is a warning. Otherwise the measured verdict decides; when the
   measurement is undecided (too few samples, or label sets that confound P(x) with the classes)
-  the run file's data names decide, and the plan says so.
+  the run file's data names decide, and the plan says so. The rule is
+  :func:`tlroutes.measure.placement.place`'s, the same one a route's ``run`` checks its cell
+  with, so a route the plan names is never refused by the run.
 - **order**: the run file's ``order:``; else its constraints (``constraints.source_data: false`` —
   only a pretrained model is available — means sequential; ``constraints.one_model: true`` — one
   model must serve both problems — means simultaneous); else the declared route's order; else
@@ -30,6 +32,7 @@ from tlroutes.config import RunLike, RunSpec, as_run_spec
 from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route, route_for
 from tlroutes.measure.display import evidence_tables, verdict_text
+from tlroutes.measure.domain import VERDICT_SEEDS
 from tlroutes.measure.evidence import (
     Evidence,
     FeatureFn,
@@ -37,20 +40,11 @@ from tlroutes.measure.evidence import (
     inspect,
     run_problems,
 )
+from tlroutes.measure.placement import Axis, Placement, placement_of, route_disagreement
 from tlroutes.problem import Problem
 from tlroutes.routes.registry import get_route
 
-
-@dataclass
-class Axis:
-    """One axis of the cube as planned."""
-
-    value: str
-    """'same'/'different' (task, domain) or 'sequential'/'simultaneous' (order)."""
-    source: str
-    """Where the value came from: 'measured', 'declared', 'constraints', 'route', 'shape'."""
-    detail: str
-    """One sentence a user reads: the evidence or the declaration behind the value."""
+__all__ = ["Axis", "Plan", "plan", "plan_order", "plan_tables", "recommend"]
 
 
 @dataclass
@@ -94,6 +88,7 @@ def plan(
     alpha: float = 0.05,
     permutations: int = 200,
     max_samples: int = 2000,
+    seeds: int = VERDICT_SEEDS,
     candidates: Mapping[str, FeatureFn] | None = None,
     source_heads: Mapping[str, FeatureFn] | None = None,
     source_model: FeatureFn | None = None,
@@ -107,6 +102,7 @@ def plan(
         alpha: significance level of the domain tests. Default 0.05.
         permutations: permutations of the MMD test. Default 200.
         max_samples: samples per side used by the domain tests. Default 2000.
+        seeds: measurement seeds behind each domain verdict (majority). Default 5.
         candidates, source_heads, source_model: trunks to rank and source heads/model for
             LEEP and NCE, as for :func:`tlroutes.measure.evidence.inspect`. Default none.
     """
@@ -120,16 +116,17 @@ def plan(
     if len(problems) < 2:
         return _without_pair(spec, declared, order, warnings)
     evidence = inspect(spec, seed=spec.seed if seed is None else seed, alpha=alpha,
-                       permutations=permutations, max_samples=max_samples,
+                       permutations=permutations, max_samples=max_samples, seeds=seeds,
                        candidates=candidates, source_heads=source_heads,
                        source_model=source_model)
+    placements = [placement_of(p, problems[p.first], problems[p.second])
+                  for p in evidence.pairs]
     task = _task_axis(evidence.pairs)
-    domain = _domain_axis(evidence.pairs, spec, problems, warnings)
+    domain = _domain_axis(placements, warnings)
     route = route_for(task=task.value, domain=domain.value, order=order.value)
     if declared is not None and declared is not route:
-        warnings.insert(0, (
-            f"The run file declares {declared.title}, but the measured axes (task {task.value}, "
-            f"domain {domain.value}, order {order.value}) place it on {route.title}."))
+        warnings.insert(0, route_disagreement(declared, task.value, domain.value, order.value,
+                                              route))
     if len(evidence.pairs) > 1:
         warnings.extend(_pair_notes(evidence.pairs, route, order.value))
     recipe, reasons = recommend(route, problems, evidence, warnings)
@@ -198,57 +195,19 @@ def _pair_notes(pairs: list[PairEvidence], route: Route, order: str) -> list[str
     return notes
 
 
-def _domain_axis(pairs: list[PairEvidence], spec: RunSpec, problems: dict[str, Problem],
-                 warnings: list[str]) -> Axis:
-    explicit = _explicit_domains(spec)
+def _domain_axis(placements: list[Placement], warnings: list[str]) -> Axis:
+    """The domain axis over every pair: 'same' only when every pair is (each pair placed by
+    :func:`tlroutes.measure.placement.placement_of`, whose warnings join the plan's)."""
     values, sources, details = [], [], []
-    for p in pairs:
-        a, b = problems[p.first], problems[p.second]
-        named = "same" if _same_declared(a, b) else "different"
-        measured = p.domain.verdict
-        if p.first in explicit or p.second in explicit:
-            value, source = named, "declared"
-            detail = (f"'{p.first}' and '{p.second}' are declared {named} domain(s) by `domain:`")
-            if measured in ("same", "different") and measured != named:
-                warnings.append(
-                    f"'{p.first}' and '{p.second}' are declared one domain, but the tests say "
-                    f"{measured}: {p.domain.reason}" if named == "same" else
-                    f"'{p.first}' and '{p.second}' are declared different domains, but the "
-                    f"tests say same: {p.domain.reason}")
-        elif measured in ("same", "different"):
-            value, source, detail = measured, "measured", p.domain.reason
-            if measured != named:
-                warnings.append(
-                    f"'{p.first}' and '{p.second}': the run file's data names suggest {named} "
-                    f"domains, measurement says {measured}; the plan follows the measurement. "
-                    "Set `domain:` in the data blocks to declare otherwise.")
-        else:
-            value, source = named, "declared"
-            detail = (f"measurement undecided ({p.domain.reason}); the run file's data names "
-                      f"say {named}")
-        values.append(value)
-        sources.append(source)
-        details.append(f"{p.first} vs {p.second}: {detail.rstrip('.')}")
+    for placed in placements:
+        warnings.extend(placed.warnings)
+        values.append(placed.domain.value)
+        sources.append(placed.domain.source)
+        details.append(f"{placed.first} vs {placed.second}: {placed.domain.detail.rstrip('.')}")
     value = "same" if all(v == "same" for v in values) else "different"
     source = "measured" if all(s == "measured" for s in sources) else (
         "declared" if all(s == "declared" for s in sources) else "measured and declared")
     return Axis(value, source, "; ".join(details))
-
-
-def _explicit_domains(spec: RunSpec) -> set[str]:
-    if spec.problems:
-        return {name for name, block in spec.problems.items() if block.domain is not None}
-    jobs = spec.recipe.get("jobs") or {}
-    if jobs:
-        return {name for name, job in jobs.items()
-                if isinstance(job, dict) and (job.get("data") or {}).get("domain")}
-    blocks = {"source": spec.source, "target": spec.target}
-    return {name for name, block in blocks.items() if block is not None and block.domain}
-
-
-def _same_declared(a: Problem, b: Problem) -> bool:
-    da, db = a.domain, b.domain
-    return (da.name, da.modality, da.input_shape) == (db.name, db.modality, db.input_shape)
 
 
 def _without_pair(spec: RunSpec, declared: Route | None, order: Axis,

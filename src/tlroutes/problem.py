@@ -93,9 +93,40 @@ class Split:
 
     x: Tensor
     y: Tensor
+    # (the y tensor counted, width, counts): counting is O(N) but asked for by inspect, plan and
+    # the report for the same split; keyed on the tensor's identity so that a reassigned y is
+    # counted afresh
+    _counts: tuple[Tensor, int, tuple[int, ...]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    def class_counts(self, num_classes: int | None = None) -> tuple[int, ...]:
+        """Samples per class: ``counts[k]`` = number of samples labelled ``k``.
+
+        For classification targets (long ``(N,)``) the count of each class index; for
+        multilabel targets (0/1 ``(N, K)``) the positives per label; ``()`` for regression
+        (float targets that are not 0/1 columns). ``num_classes`` sets the width (default: the
+        largest index present + 1, or ``K``); classes with no sample count 0. Cached per ``y``.
+        """
+        y = self.y
+        if y.dim() == 1 and not y.is_floating_point():
+            width = num_classes if num_classes is not None else (int(y.max()) + 1 if len(y) else 0)
+        elif y.dim() == 2 and y.numel() and bool(((y == 0) | (y == 1)).all()):
+            width = int(y.shape[1])
+        else:
+            return ()
+        cached = self._counts
+        if cached is not None and cached[0] is y and cached[1] == width:
+            return cached[2]
+        if y.dim() == 1:
+            counts = torch.bincount(y.detach().cpu().long().clamp_min(0), minlength=width)[:width]
+        else:
+            counts = y.detach().cpu().sum(0).long()
+        out = tuple(int(c) for c in counts)
+        self._counts = (y, width, out)
+        return out
 
     def subset(self, index: Tensor) -> Split:
         """The samples at ``index`` (a long tensor of positions)."""
@@ -126,6 +157,27 @@ class Problem:
     def splits(self) -> dict[str, Split]:
         """The three splits by name."""
         return {"train": self.train, "val": self.val, "test": self.test}
+
+    @property
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        """Samples per class in each split: ``{"train": {label: count, ...}, "val": ..., ...}``.
+
+        Every declared label appears, with 0 when the split holds none of it (that is what
+        tells a label *present* from a label only *declared*). Multilabel counts positives per
+        label. Empty for regression. Counted once per split (see :meth:`Split.class_counts`).
+        """
+        if self.task.kind == "regression":
+            return {}
+        width = len(self.task.labels)
+        return {name: dict(zip(self.task.labels, split.class_counts(width), strict=False))
+                for name, split in self.splits().items()}
+
+    def present_labels(self, splits: tuple[str, ...] = ("train", "val", "test")) -> tuple[str, ...]:
+        """The labels with at least one sample in ``splits`` (default all three), in the
+        declared order; ``()`` for regression. A declared label outside it has no sample."""
+        counts = self.class_counts
+        return tuple(label for label in self.task.labels
+                     if any(counts[s].get(label, 0) > 0 for s in splits if s in counts))
 
     def validate(self) -> Problem:
         """Check every split against the declared task and domain; raise :class:`DataError`.

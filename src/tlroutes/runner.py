@@ -34,6 +34,7 @@ from tlroutes.config import (
     iter_specs,
 )
 from tlroutes.errors import ConfigError, RunFolderError, TLRoutesError
+from tlroutes.measure.placement import forget_last_placement, last_placement
 from tlroutes.reporting.build import build_report
 from tlroutes.routes.common import RecipeSpec, parse_recipe
 from tlroutes.routes.registry import get_route, route_name, title_of
@@ -176,8 +177,10 @@ def _run_in(out: Path, resolved: Resolved, resume: bool, progress: bool | Progre
                               tracker=tracked)
             # The summary names the route as the registry does (a plug-in shares its cell's
             # Route with a built-in route, so its summarise() cannot tell its own name).
+            forget_last_placement()
             summary = module.run(one, recipe, trainer).model_copy(
                 update={"seed": seed, "route": spec.route, "title": title_of(module)})
+            _add_label_relation(summary)
             if spec.seeds > 1 and fabric.global_rank == 0:
                 write_json_atomic(folder / "summary.json", summary.to_dict())
             summaries.append(summary)
@@ -196,6 +199,16 @@ def _run_in(out: Path, resolved: Resolved, resume: bool, progress: bool | Progre
         raise
     tracker.finish("FINISHED")
     return summary
+
+
+def _add_label_relation(summary: Summary) -> None:
+    """The classes present on each side, as the route's cell check placed its source and target
+    (:func:`tlroutes.measure.placement.place`), into ``details["labels"]`` unless the route set
+    it: the report warns from it when a target class has no source sample."""
+    placed = last_placement()
+    labels = None if placed is None else placed.evidence.task.labels
+    if labels is not None and "labels" not in summary.details:
+        summary.details["labels"] = labels.to_dict()
 
 
 def _partial_report(out: Path, failure: BaseException) -> None:

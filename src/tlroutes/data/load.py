@@ -18,6 +18,8 @@ def load_problem(spec: DataSpec, seed: int, role: str = "data") -> Problem:
     problem = _load(spec, seed, role)
     if spec.domain is not None:
         problem.domain = replace(problem.domain, name=spec.domain)
+        # plan and run place the pair by this declaration (tlroutes.measure.placement)
+        problem.meta["declared_domain"] = spec.domain
     return problem
 
 

@@ -9,6 +9,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from tlroutes.measure.domain import DomainEvidence
     from tlroutes.measure.evidence import Evidence
+    from tlroutes.measure.task import LabelPresence
 
 _VERDICT_STYLE = {"same": "green", "different": "yellow", "undecided": "magenta"}
 
@@ -36,16 +37,32 @@ def _pair_table(pair) -> Table:
     for name, text in _domain_rows(d):
         table.add_row("", name, text)
     table.add_row("task", verdict_text(t.verdict), t.reason)
-    table.add_row("", "labels", f"{t.label_relation}" + (
-        "" if t.jaccard is None else f" (Jaccard {t.jaccard:.2f})"))
+    if t.labels is not None:
+        table.add_row("", "labels", t.labels.describe())
+        table.add_row("", "samples per class", _counts_text(t.labels))
+    else:
+        table.add_row("", "labels", f"{t.label_relation}" + (
+            "" if t.jaccard is None else f" (Jaccard {t.jaccard:.2f})"))
     if t.nce is not None:
         table.add_row("", "source model", f"NCE {t.nce:.3f}; matched agreement "
                       f"{t.matched_agreement:.3f}")
     return table
 
 
+def _counts_text(labels: LabelPresence, limit: int = 12) -> str:
+    """``label: source/target`` per declared label (the first ``limit``), so a class missing
+    on one side shows as a 0."""
+    names = list(dict.fromkeys([*labels.source_counts, *labels.target_counts]))
+    cells = [f"{n}: {labels.source_counts.get(n, '-')}/{labels.target_counts.get(n, '-')}"
+             for n in names[:limit]]
+    more = f", … ({len(names)} in all)" if len(names) > limit else ""
+    return "source/target: " + ", ".join(cells) + more
+
+
 def _domain_rows(d: DomainEvidence) -> list[tuple[str, str]]:
     rows = []
+    if d.stability is not None:
+        rows.append(("seeds", d.stability.describe()))
     if not d.schema.comparable:
         rows.append(("schema", "; ".join(d.schema.differences) + " — tests skipped"))
         return rows

@@ -19,32 +19,13 @@ from torch import Tensor
 
 from tlroutes.config import DataSpec, RunSpec, as_run_spec, load_run_file
 from tlroutes.errors import ConfigError, did_you_mean
-from tlroutes.measure.domain import DomainEvidence, compare_domains
-from tlroutes.measure.task import TaskEvidence, compare_tasks
+from tlroutes.measure.domain import VERDICT_SEEDS
+from tlroutes.measure.placement import PairEvidence, measure_pair
 from tlroutes.measure.transferability import TransferabilityEvidence, rank_trunks
 from tlroutes.problem import Problem
 
 DataLike = Problem | DataSpec | Mapping[str, Any] | str | Path
 FeatureFn = Callable[[Tensor], Tensor]
-
-
-@dataclass
-class PairEvidence:
-    """How two problems relate: the domain test and the task comparison."""
-
-    first: str
-    """Name of the first problem (the source, for a sequential pair)."""
-    second: str
-    """Name of the second problem (the target)."""
-    domain: DomainEvidence
-    """Schema gate, two-sample tests, controls and the domain verdict."""
-    task: TaskEvidence
-    """Task kinds, label-set relation and the task verdict."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form."""
-        return {"first": self.first, "second": self.second,
-                "domain": self.domain.to_dict(), "task": self.task.to_dict()}
 
 
 @dataclass
@@ -86,6 +67,7 @@ def inspect(
     alpha: float = 0.05,
     permutations: int = 200,
     max_samples: int = 2000,
+    seeds: int = VERDICT_SEEDS,
 ) -> Evidence:
     """Measure how problems relate: domains (with controls), tasks and, optionally, trunks.
 
@@ -105,6 +87,8 @@ def inspect(
         alpha: significance level of the domain tests. Default 0.05.
         permutations: permutations of the MMD test. Default 200.
         max_samples: samples per side used by the domain tests. Default 2000.
+        seeds: measurement seeds behind each domain verdict (majority rule, see
+            :func:`tlroutes.measure.domain.compare_domains`). Default 5.
     """
     start = time.perf_counter()
     notes: list[str] = []
@@ -113,11 +97,12 @@ def inspect(
     names = list(problems)
     # Sequential pairs are source → target; a set of simultaneous problems is compared pairwise.
     for a, b in itertools.combinations(names, 2):
-        domain = compare_domains(problems[a], problems[b], features=features, alpha=alpha,
-                                 permutations=permutations, max_samples=max_samples, seed=seed)
         model = source_model if (a, b) == (names[0], names[-1]) else None
-        pairs.append(PairEvidence(a, b, domain, compare_tasks(problems[a], problems[b],
-                                                              source_model=model)))
+        # Through the placement's cache: a run that plans (route: auto) and then checks its
+        # route's cell measures once.
+        pairs.append(measure_pair(problems[a], problems[b], seed=seed, alpha=alpha,
+                                  permutations=permutations, max_samples=max_samples,
+                                  seeds=seeds, features=features, source_model=model))
     ranking = None
     if candidates:
         ranking = rank_trunks(dict(candidates), problems[names[-1]], seed=seed,
@@ -129,7 +114,8 @@ def inspect(
 
 
 def describe(problem: Problem) -> dict[str, Any]:
-    """A problem's facts for the evidence: modality, shape, task, labels and split sizes."""
+    """A problem's facts for the evidence: modality, shape, task, labels (declared, and those
+    with samples), samples per class in each split, and split sizes."""
     return {
         "name": problem.name,
         "domain": problem.domain.name,
@@ -137,6 +123,8 @@ def describe(problem: Problem) -> dict[str, Any]:
         "input_shape": list(problem.domain.input_shape),
         "task": problem.task.kind,
         "labels": list(problem.task.labels),
+        "present_labels": list(problem.present_labels()),
+        "class_counts": problem.class_counts,
         "train": len(problem.train), "val": len(problem.val), "test": len(problem.test),
     }
 

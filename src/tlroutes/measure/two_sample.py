@@ -87,20 +87,36 @@ class MMDResult:
 def squared_distances(z: np.ndarray) -> np.ndarray:
     """Pairwise squared Euclidean distances of the rows of ``z`` ``(N, d)``, shape ``(N, N)``."""
     sq = np.einsum("ij,ij->i", z, z)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (z @ z.T)
+    # in place: at N = 4000 each N × N temporary is 128 MB, and memory traffic, not the
+    # product, is what this step costs
+    d2 = z @ z.T
+    d2 *= -2.0
+    d2 += sq[:, None]
+    d2 += sq[None, :]
     np.maximum(d2, 0.0, out=d2)
     np.fill_diagonal(d2, 0.0)
     return d2
 
 
-def median_bandwidth(z: np.ndarray) -> float:
+def median_bandwidth(z: np.ndarray, distances: np.ndarray | None = None) -> float:
     """Median heuristic: the median Euclidean distance between distinct rows of ``z``.
 
-    Falls back to 1.0 when that median is 0 (more than half the pairs coincide).
+    ``distances``: ``squared_distances(z)`` when the caller has it (it is the costly part, and
+    the MMD test needs the same matrix). Falls back to 1.0 when that median is 0 (more than
+    half the pairs coincide).
     """
-    d2 = squared_distances(z)
-    upper = d2[np.triu_indices(d2.shape[0], k=1)]
-    median = float(np.sqrt(np.median(upper))) if upper.size else 0.0
+    d2 = squared_distances(z) if distances is None else distances
+    return _median_of_upper(d2)
+
+
+def _median_of_upper(d2: np.ndarray) -> float:
+    """sqrt of the median of the strictly upper triangle of ``d2``, or 1.0 when that is 0."""
+    n = d2.shape[0]
+    if n < 2:
+        return 1.0
+    # row by row: the same values as d2[np.triu_indices(n, 1)] without the two index arrays
+    upper = np.concatenate([d2[i, i + 1:] for i in range(n - 1)])
+    median = float(np.sqrt(np.median(upper)))
     return median if median > 0 else 1.0
 
 
@@ -120,7 +136,9 @@ def unbiased_mmd2(kernel: np.ndarray, in_a: np.ndarray) -> np.ndarray:
     m, n = a[0].sum(), b[0].sum()
     diag = np.diag(kernel)
     ka = a @ kernel
-    kb = b @ kernel
+    # b = 1 - a, so b @ kernel is the column sums minus a @ kernel: one P × N × N product
+    # instead of two (the permutations' whole cost)
+    kb = kernel.sum(axis=0)[None, :] - ka
     # sums over ordered pairs i != j: the quadratic form minus the diagonal terms
     within_a = np.einsum("pi,pi->p", ka, a) - a @ diag
     within_b = np.einsum("pi,pi->p", kb, b) - b @ diag
@@ -136,6 +154,7 @@ def mmd_test(
     permutations: int = 200,
     bandwidth: float | None = None,
     seed: int = 0,
+    distances: np.ndarray | None = None,
 ) -> MMDResult:
     """RBF-kernel MMD two-sample test with a permutation p-value.
 
@@ -146,6 +165,8 @@ def mmd_test(
         bandwidth: RBF σ in feature units; default ``None`` uses the median heuristic on the
             pooled sample (:func:`median_bandwidth`).
         seed: seeds the permutations (a NumPy ``Generator``), default 0.
+        distances: ``squared_distances`` of the pooled sample ``[a; b]`` when the caller has
+            it already (e.g. a slice of a larger matrix); default None computes it.
 
     The kernel matrix is built once and every relabelling is a row of a 0/1 matrix, so the
     permutation distribution costs two matrix products (about ``2 P N²`` flops).
@@ -154,12 +175,11 @@ def mmd_test(
         raise ValueError("mmd_test() needs at least 2 samples per group.")
     z = np.concatenate([a, b]).astype(np.float64)
     m, total = a.shape[0], z.shape[0]
-    d2 = squared_distances(z)
+    d2 = squared_distances(z) if distances is None else distances
     if bandwidth is None:
-        upper = d2[np.triu_indices(total, k=1)]
-        bandwidth = float(np.sqrt(np.median(upper)))
-        bandwidth = bandwidth if bandwidth > 0 else 1.0
-    kernel = np.exp(-d2 / (2.0 * bandwidth**2))
+        bandwidth = _median_of_upper(d2)
+    kernel = np.multiply(d2, -1.0 / (2.0 * bandwidth**2))
+    np.exp(kernel, out=kernel)
     observed_mask = np.zeros(total, dtype=bool)
     observed_mask[:m] = True
     observed = float(unbiased_mmd2(kernel, observed_mask))
@@ -259,13 +279,6 @@ def c2st(
     prior = n / (m + n)
     rng = np.random.default_rng(seed)
     fold = stratified_folds(label, folds, rng)
-    # scores = operator @ (labels - prior): row block of each fold = its test rows' scores
-    operator = np.zeros((m + n, m + n))
-    for k in range(folds):
-        test, train = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
-        hessian = prior * (1.0 - prior) * design[train].T @ design[train] + np.diag(penalty)
-        hessian[-1, -1] += 1e-9  # keeps the system invertible for degenerate features
-        operator[np.ix_(test, train)] = design[test] @ np.linalg.solve(hessian, design[train].T)
     # labels are permuted within each fold: under the null that is exact (a fold's members are
     # exchangeable), and it keeps every fold stratified as the observed one is, which matters:
     # unbalanced folds pull the out-of-fold AUC below 0.5 and would make the test too liberal
@@ -275,7 +288,16 @@ def c2st(
         members = np.flatnonzero(fold == k)
         block = np.tile(label[members], (permutations, 1))
         relabelled[members, 1:] = rng.permuted(block, axis=1).T
-    scores = operator @ (relabelled - prior)
+    # The out-of-fold scores of fold k's test rows are design[test] H_k^-1 design[train]^T
+    # (labels[train] - prior): a fixed linear map of the labels. Applied right to left it costs
+    # O(N d P) per fold instead of the O(N² P) of forming the N × N map (d = 2 × features + 1).
+    centred = relabelled - prior
+    scores = np.empty_like(relabelled)
+    for k in range(folds):
+        test, train = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
+        hessian = prior * (1.0 - prior) * design[train].T @ design[train] + np.diag(penalty)
+        hessian[-1, -1] += 1e-9  # keeps the system invertible for degenerate features
+        scores[test] = design[test] @ np.linalg.solve(hessian, design[train].T @ centred[train])
     ranks = stats.rankdata(scores, axis=0)
     positives = relabelled.astype(bool)
     auc_all = ((ranks * positives).sum(axis=0) - n * (n + 1) / 2.0) / (m * n)

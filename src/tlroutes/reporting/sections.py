@@ -50,6 +50,8 @@ def build_document(run: RunData, module: ModuleType, *, tsne: bool = True) -> Do
     for name, why in run.missing.items():
         label = "unfinished: missing" if name == "summary.json" else "missing"
         doc.notices.append(Notice(f"**{label} {name}** ({why})."))
+    if s is not None:
+        doc.notices.extend(_label_notices(s))
     doc.sections = [
         _cube(run, module),
         _metrics(run),
@@ -58,6 +60,27 @@ def build_document(run: RunData, module: ModuleType, *, tsne: bool = True) -> Do
         Section("run-file", "Run file", [Code(run.run_text, "run.yaml (the resolved run file)")]),
     ]
     return doc
+
+
+def _label_notices(s: Summary) -> list[Notice]:
+    """A warning when target classes have no source sample (``details["labels"]``, the label
+    relation of the classes present that the runner or the route records): a model trained on
+    the source has never seen them, and the target's accuracy on them says nothing of transfer.
+    """
+    labels = s.details.get("labels")
+    if not isinstance(labels, dict):
+        return []
+    missing = [str(n) for n in labels.get("target_only") or []]
+    if not missing:
+        return []
+    shown = ", ".join(missing[:8]) + (f" … ({len(missing)} in all)" if len(missing) > 8 else "")
+    counts = labels.get("target_counts") or {}
+    samples = sum(int(counts.get(n, 0)) for n in missing)
+    return [Notice(
+        f"**Target classes with no source sample**: {shown} ({samples} target sample(s)). A "
+        "model trained on the source has never seen these classes; what it does on them comes "
+        "from the target's own labels, not from transfer, and without target labels it cannot "
+        "predict them (open-set adaptation flags them as unknown).")]
 
 
 def _cube(run: RunData, module: ModuleType) -> Section:

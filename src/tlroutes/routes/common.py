@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from tlroutes.config import RunSpec, format_validation_error
 from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route, route_for
+from tlroutes.measure.placement import Placement, place, route_disagreement
 from tlroutes.objectives.tasks import primary_metric
 from tlroutes.problem import Problem, Task
 from tlroutes.summary import Summary
@@ -34,31 +36,61 @@ def parse_recipe(cls: type[RecipeSpec], data: dict[str, Any], route: Route) -> R
 
 
 def relation(source: Problem, target: Problem) -> tuple[str, str]:
-    """The declared cube axes of two problems: (task, domain), each 'same' or 'different'.
+    """The cube axes of two problems: (task, domain), each 'same' or 'different'.
 
-    Tasks are the same when their kinds agree. Domains are the same when their names, modality
-    and sample shape agree (a shifted copy of a dataset gets another name; set ``domain:`` in
-    the run file to declare two datasets one domain). ``tlroutes inspect`` measures instead.
+    The placement ``tlroutes plan`` uses (:func:`tlroutes.measure.placement.place`): tasks are
+    the same when their kinds agree; domains are declared by ``domain:`` in the run file, else
+    measured, else (measurement undecided) the same when names, modality and sample shape
+    agree. The measurement is cached, so a planned run does not measure twice.
     """
-    task = "same" if source.task.kind == target.task.kind else "different"
-    a, b = source.domain, target.domain
-    same_domain = (a.name, a.modality, a.input_shape) == (b.name, b.modality, b.input_shape)
-    return task, "same" if same_domain else "different"
+    placed = place(source, target)
+    return placed.task.value, placed.domain.value
 
 
 def require_fit(route: Route, source: Problem, target: Problem) -> None:
-    """Raise :class:`ConfigError` when the two problems do not sit in ``route``'s cell."""
-    task, domain = relation(source, target)
+    """Check that the two problems sit in ``route``'s cell, placed as ``tlroutes plan`` places
+    them (:func:`tlroutes.measure.placement.place`).
+
+    A cell that the facts rule out is refused: different task kinds, a different modality or
+    sample shape, or domains declared by ``domain:``. A cell that only the measurement (or,
+    when it is undecided, the data names) argues against is a warning in plan's words: the
+    route the run file names then runs.
+
+    Raises:
+        ConfigError: the facts place the pair in another cell (the message names that route).
+    """
+    # named by role, as plan names them, so that a warning reads the same in plan and run
+    placed = place(source, target, names=("source", "target"))
+    _check_cell(route, placed, source, target, every=False)
+
+
+def _check_cell(route: Route, placed: Placement, first: Problem, second: Problem, *,
+                every: bool) -> None:
+    """Refuse, warn or pass ``placed`` for ``route`` (the rule of :func:`require_fit`)."""
+    task, domain = placed.task.value, placed.domain.value
     fits = route_for(task=task, domain=domain, order=route.order)
+    for text in placed.warnings:
+        warnings.warn(text, stacklevel=4)
     if fits is route:
         return
+    if task == route.task and not placed.domain_certain:
+        warnings.warn(route_disagreement(route, task, domain, route.order, fits), stacklevel=4)
+        return
+    how = "measured" if placed.domain.source == "measured" else placed.domain.source
+    if every:
+        raise ConfigError(
+            f"The {route.title} route needs the {route.task} task and the {route.domain} "
+            f"domain for every problem, but '{first.name}' and '{second.name}' have the {task} "
+            f"task and the {domain} domain ({how}). The route that fits them is {fits.title} "
+            f"(route: {fits.value})."
+        )
     raise ConfigError(
         f"The {route.title} route needs the {route.task} task and the {route.domain} domain, but "
-        f"source '{source.name}' ({source.task.kind}; domain '{source.domain.name}', "
-        f"{source.domain.modality} {source.domain.input_shape}) and target '{target.name}' "
-        f"({target.task.kind}; domain '{target.domain.name}', {target.domain.modality} "
-        f"{target.domain.input_shape}) have the {task} task and the {domain} domain. The route "
-        f"that fits is {fits.title} (route: {fits.value})."
+        f"source '{first.name}' ({first.task.kind}; domain '{first.domain.name}', "
+        f"{first.domain.modality} {first.domain.input_shape}) and target '{second.name}' "
+        f"({second.task.kind}; domain '{second.domain.name}', {second.domain.modality} "
+        f"{second.domain.input_shape}) have the {task} task and the {domain} domain ({how}). "
+        f"The route that fits is {fits.title} (route: {fits.value})."
     )
 
 
@@ -103,19 +135,17 @@ def scratch_baseline(spec: RunSpec, trainer: Trainer, target: Problem, *, epochs
 
 
 def require_same_cell(route: Route, problems: dict[str, Problem]) -> None:
-    """Raise :class:`ConfigError` unless every problem pairs with the first in ``route``'s cell."""
+    """Check that every problem pairs with the first in ``route``'s cell (the rule of
+    :func:`require_fit`: facts refuse, measurement warns).
+
+    Raises:
+        ConfigError: the facts place some pair in another cell.
+    """
     names = list(problems)
     first = problems[names[0]]
     for name in names[1:]:
-        task, domain = relation(first, problems[name])
-        fits = route_for(task=task, domain=domain, order=route.order)
-        if fits is not route:
-            raise ConfigError(
-                f"The {route.title} route needs the {route.task} task and the {route.domain} "
-                f"domain for every problem, but '{names[0]}' and '{name}' have the {task} task "
-                f"and the {domain} domain. The route that fits them is {fits.title} "
-                f"(route: {fits.value})."
-            )
+        placed = place(first, problems[name], names=(names[0], name))
+        _check_cell(route, placed, first, problems[name], every=True)
 
 
 def summarise(
