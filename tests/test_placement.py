@@ -306,3 +306,42 @@ def test_undecided_for_power_says_how_many_samples_are_needed():
     if not evidence.positive_control.detected:
         assert evidence.reason.startswith("too few samples for the positive control")
         assert "\n" not in evidence.reason
+
+
+# ------------------------------------------------------------------------------------------
+# The report warns about target classes without source samples
+# ------------------------------------------------------------------------------------------
+
+
+def test_report_warns_when_a_target_class_has_no_source_sample(tmp_path):
+    from tests.test_report import make_run, summary
+    from tlroutes.reporting.build import build_report
+
+    labels = label_presence(tabular(torch.tensor([0, 2] * 15), name="s"),
+                            tabular(torch.arange(30) % 3, name="t", seed=1)).to_dict()
+    assert list(labels["target_only"]) == ["Chinstrap"]
+    run = make_run(tmp_path / "run", "task_fine_tuning",
+                   summary("task_fine_tuning", "Task Fine-Tuning", labels=labels))
+    page = build_report(run).html.read_text()
+    assert "Target classes with no source sample" in page and "Chinstrap" in page
+    plain = make_run(tmp_path / "plain", "task_fine_tuning",
+                     summary("task_fine_tuning", "Task Fine-Tuning"))
+    assert "no source sample" not in build_report(plain).html.read_text()
+
+
+def test_the_runner_records_the_label_relation_the_route_placed():
+    from tlroutes.measure.placement import forget_last_placement, last_placement
+    from tlroutes.runner import _add_label_relation
+    from tlroutes.summary import Summary
+
+    forget_last_placement()
+    assert last_placement() is None
+    source = tabular(torch.tensor([0, 2] * 30), name="s")
+    target = tabular(torch.arange(60) % 3, name="t", seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        require_fit(Route.TASK_FINE_TUNING, source, target)
+    made = Summary(route="task_fine_tuning", title="Task Fine-Tuning", primary_metric="accuracy",
+                   higher_is_better=True, metrics={"accuracy": 0.5})
+    _add_label_relation(made)
+    assert made.details["labels"]["target_only"] == ("Chinstrap",)
