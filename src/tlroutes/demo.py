@@ -31,10 +31,15 @@ QUICK_EPOCH_FRACTION = 1 / 3
 
 
 def example_files() -> list[Path]:
-    """The packaged example run files, in the cube's order of routes."""
+    """The packaged example run files, in the cube's order of routes: each route's
+    ``<route>.yaml``, then its variants ``<route>_<variant>.yaml`` by name."""
     folder = Path(str(resources.files("tlroutes") / "examples"))
-    return [folder / f"{route.value}.yaml" for route in Route
-            if (folder / f"{route.value}.yaml").is_file()]
+    files = []
+    for route in Route:
+        main = folder / f"{route.value}.yaml"
+        files += [main] if main.is_file() else []
+        files += sorted(folder.glob(f"{route.value}_*.yaml"))
+    return files
 
 
 def runnable_examples() -> list[Path]:

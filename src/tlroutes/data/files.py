@@ -68,7 +68,7 @@ def load_npz(
                 "file (image: C×H×W, signal: C×L, tabular: D)."
             )
         modality = inferred
-    labels = _labels(arrays, kind, splits)
+    labels = _labels(arrays, kind, splits, path)
     task = Task(kind, labels, name=path.stem)
     domain = Domain(path.stem, modality, shape)
     return Problem(path.stem, task, domain, splits["train"], splits["val"], splits["test"],
@@ -112,9 +112,19 @@ def _class_labels(y: np.ndarray, split: str, path: Path) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _labels(arrays: dict, kind: str, splits: dict[str, Split]) -> tuple[str, ...]:
+def _labels(arrays: dict, kind: str, splits: dict[str, Split], path: Path) -> tuple[str, ...]:
     if "labels" in arrays:
-        return tuple(str(v) for v in arrays["labels"].tolist())
+        labels = tuple(str(v) for v in np.atleast_1d(arrays["labels"]).tolist())
+        twice = sorted({n for n in labels if labels.count(n) > 1})
+        if twice:
+            # Classes are matched by name across problems (Domain Adaptation's label sets), so
+            # a repeated name would make two classes one.
+            where = "; ".join(f"'{n}' at positions "
+                              f"{', '.join(str(i) for i, m in enumerate(labels) if m == n)}"
+                              for n in twice[:3])
+            raise DataError(f"{path}: `labels` repeats names ({where}); each class needs a "
+                            "name of its own.")
+        return labels
     if kind == "classification":
         top = int(splits["train"].y.max()) if len(splits["train"]) else 0
         return tuple(str(i) for i in range(max(top + 1, 2)))
