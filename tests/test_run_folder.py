@@ -523,3 +523,10 @@ def test_a_planted_seed_folder_link_is_refused(tmp_path):
     with pytest.raises(RunFolderError, match="seed-3 is a symbolic link"):
         atomic_write(root / "seed-3" / "metrics.jsonl", "")
     assert not any(elsewhere.iterdir())
+
+
+def test_a_damaged_inputs_fingerprint_is_one_message(finished, capsys):
+    (finished / "inputs.json").write_text('{"inputs": 3}')
+    run_file = write_run(finished.parent / "run-file.yaml", SPEC)
+    code, err = cli(capsys, "run", str(run_file), "--out", str(finished), "--quiet", "--resume")
+    assert_one_message(code, err, "inputs.json", "To go on")

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tlroutes.errors import ConfigError, RunFolderError, TLRoutesError
 
 __all__ = ["ADVICE", "DoneRecord", "LatestPointer", "MAX_SIDE_FILE_BYTES", "MetricsRecord",
-           "damaged", "read_done", "read_json", "read_metrics", "read_npz", "read_run_yaml",
-           "read_summary", "read_text"]
+           "damaged", "read_done", "read_json", "read_latest", "read_metrics", "read_model",
+           "read_npz", "read_run_yaml", "read_summary", "read_text"]
 
 #: Side files larger than this (bytes) are refused as damaged: tlroutes writes none near it
 #: (``metrics.jsonl`` of 100,000 epochs is ~30 MB), and a huge one would only exhaust memory.
@@ -41,6 +41,9 @@ ADVICE = {
     "features.npz": "delete it and run again with --resume: it is written again from the "
                     "finished stages; then rebuild the report with `tlroutes report DIR`",
     "report": "rebuild the report with `tlroutes report DIR`",
+    "inputs.json": "delete it and resume with --resume: the inputs' fingerprint is then taken "
+                   "again (without a check against the run's start), or start a new --out",
+    "backend.json": "delete it and resume with --resume: the backend is chosen again",
 }
 
 M = TypeVar("M", bound=BaseModel)
