@@ -194,33 +194,48 @@ def test_route_auto_runs_the_two_file_pair_end_to_end(tmp_path):
     assert saved["axes"]["domain"]["value"] == "same"
 
 
-def test_a_declared_route_measurement_contradicts_warns_in_plan_and_run_alike():
+def test_a_declared_route_the_placement_contradicts_plan_warns_run_refuses():
+    """plan names the placed route and warns; run refuses the declared one with plan's route,
+    and declaring `domain:` (the user's word) places the pair where the user says."""
     from tlroutes.train.from_spec import load
 
-    spec = parse_run({
+    run = {
         "route": "task_fine_tuning",
         "source": {"dataset": "digits", "n": 600},
         "target": {"dataset": "digits", "n": 600, "shift": {"rotation": 40}},
-    })
+    }
+    spec = parse_run(run)
     said = plan(spec)
+    assert said.route is Route.DOMAIN_ADAPTATION
     assert said.warnings[0].startswith("The run file declares Task Fine-Tuning")
     source = load(spec.source, spec.seed, "source")
     target = load(spec.target, spec.seed, "target")
-    with pytest.warns(UserWarning) as caught:
-        # the route runs (the user named it): measurement only argues against it
+    with pytest.raises(ConfigError, match=r"\(measured: .*Domain Adaptation.*declare `domain:`"):
         require_fit(Route.TASK_FINE_TUNING, source, target)
-    assert said.warnings[0] in [str(w.message) for w in caught]
+    # one domain by declaration: plan places it on Task Fine-Tuning, run accepts it, and both
+    # warn in the same words that the tests disagree
+    for block in ("source", "target"):
+        run[block] = {**run[block], "domain": "digits"}
+    spec = parse_run(run)
+    declared = plan(spec)
+    assert declared.route is Route.TASK_FINE_TUNING and declared.domain.source == "declared"
+    disagree = [w for w in declared.warnings if "declared one domain, but the tests say" in w]
+    assert disagree
+    with pytest.warns(UserWarning) as caught:
+        require_fit(Route.TASK_FINE_TUNING, load(spec.source, spec.seed, "source"),
+                    load(spec.target, spec.seed, "target"))
+    assert disagree[0] in [str(w.message) for w in caught]
 
 
-def test_facts_refuse_a_cell_measurement_only_warns():
+def test_facts_refuse_a_cell():
     digits = tabular(torch.arange(60) % 3)
     other_kind = tabular(torch.randn(60, 1), ("value",), kind="regression", seed=1)
     with pytest.raises(ConfigError, match="Task Adaptation"):
         require_fit(Route.TASK_FINE_TUNING, digits, other_kind)
-    # declared different domains by `domain:` are a fact too
+    # declared different domains by `domain:` are the user's word
     a, b = tabular(torch.arange(60) % 3), tabular(torch.arange(60) % 3, seed=1, name="b")
     a.meta["declared_domain"], b.meta["declared_domain"] = "island", "b"
-    with pytest.raises(ConfigError, match=r"\(declared\).*Domain Adaptation"):
+    with pytest.raises(ConfigError, match=r"\(declared: .*Domain Adaptation"):
         require_fit(Route.TASK_FINE_TUNING, a, b)
     with pytest.raises(ConfigError, match="for every problem"):
         require_same_cell(Route.DATASET_MERGING, {"a": a, "b": b})
@@ -336,8 +351,8 @@ def test_the_runner_records_the_label_relation_the_route_placed():
 
     forget_last_placement()
     assert last_placement() is None
-    source = tabular(torch.tensor([0, 2] * 30), name="s")
-    target = tabular(torch.arange(60) % 3, name="t", seed=1)
+    source = tabular(torch.tensor([0, 2] * 30))
+    target = tabular(torch.arange(60) % 3, seed=1)  # one domain by name and by distribution
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         require_fit(Route.TASK_FINE_TUNING, source, target)

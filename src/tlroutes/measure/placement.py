@@ -173,8 +173,8 @@ def placement_of(pair: PairEvidence, first: Problem, second: Problem) -> Placeme
                 f"measurement says {measured}; the plan follows the measurement. Set `domain:` "
                 "in the data blocks to declare otherwise.")
     else:
-        domain = Axis(named, "declared", f"measurement undecided ({pair.domain.reason}); the "
-                      f"run file's data names say {named}")
+        domain = Axis(named, "declared", f"measurement undecided ({pair.domain.reason.rstrip('.')}"
+                      f"); the run file's data names say {named}")
     return Placement(a, b, task, domain, domain_certain=schema or declared, evidence=pair,
                      warnings=warnings)
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from tlroutes.config import RunSpec, format_validation_error
 from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route, route_for
-from tlroutes.measure.placement import Placement, place, route_disagreement
+from tlroutes.measure.placement import Placement, place
 from tlroutes.objectives.tasks import primary_metric
 from tlroutes.problem import Problem, Task
 from tlroutes.summary import Summary
@@ -48,16 +48,13 @@ def relation(source: Problem, target: Problem) -> tuple[str, str]:
 
 
 def require_fit(route: Route, source: Problem, target: Problem) -> None:
-    """Check that the two problems sit in ``route``'s cell, placed as ``tlroutes plan`` places
-    them (:func:`tlroutes.measure.placement.place`).
+    """Raise :class:`ConfigError` when the two problems do not sit in ``route``'s cell, placed
+    as ``tlroutes plan`` places them (:func:`tlroutes.measure.placement.place`): the route a
+    plan names always fits, and a run refuses exactly the routes its plan would not name.
 
-    A cell that the facts rule out is refused: different task kinds, a different modality or
-    sample shape, or domains declared by ``domain:``. A cell that only the measurement (or,
-    when it is undecided, the data names) argues against is a warning in plan's words: the
-    route the run file names then runs.
-
-    Raises:
-        ConfigError: the facts place the pair in another cell (the message names that route).
+    Where declarations, data names and measurement disagree the placement's warnings are
+    issued (``warnings.warn``) in plan's words. A measured domain is overridden by declaring
+    ``domain:`` in the data blocks.
     """
     # named by role, as plan names them, so that a warning reads the same in plan and run
     placed = place(source, target, names=("source", "target"))
@@ -66,31 +63,34 @@ def require_fit(route: Route, source: Problem, target: Problem) -> None:
 
 def _check_cell(route: Route, placed: Placement, first: Problem, second: Problem, *,
                 every: bool) -> None:
-    """Refuse, warn or pass ``placed`` for ``route`` (the rule of :func:`require_fit`)."""
+    """Warn as ``placed`` says, and refuse unless it is ``route``'s cell."""
     task, domain = placed.task.value, placed.domain.value
-    fits = route_for(task=task, domain=domain, order=route.order)
     for text in placed.warnings:
         warnings.warn(text, stacklevel=4)
+    fits = route_for(task=task, domain=domain, order=route.order)
     if fits is route:
         return
-    if task == route.task and not placed.domain_certain:
-        warnings.warn(route_disagreement(route, task, domain, route.order, fits), stacklevel=4)
-        return
-    how = "measured" if placed.domain.source == "measured" else placed.domain.source
+    how = ("measured" if placed.domain.source == "measured" else
+           "declared" if placed.domain_certain else "by the data names")
+    # a measured domain is the one axis a user may overrule, by declaring it
+    hint = (" To place the domains yourself, declare `domain:` in the data blocks (the same "
+            "name for one domain)." if placed.domain.source == "measured" and task == route.task
+            and not placed.domain_certain else "")
     if every:
         raise ConfigError(
             f"The {route.title} route needs the {route.task} task and the {route.domain} "
             f"domain for every problem, but '{first.name}' and '{second.name}' have the {task} "
-            f"task and the {domain} domain ({how}). The route that fits them is {fits.title} "
-            f"(route: {fits.value})."
+            f"task and the {domain} domain ({how}: {placed.domain.detail.rstrip('.')}). The "
+            f"route that fits them is {fits.title} (route: {fits.value}).{hint}"
         )
     raise ConfigError(
         f"The {route.title} route needs the {route.task} task and the {route.domain} domain, but "
         f"source '{first.name}' ({first.task.kind}; domain '{first.domain.name}', "
         f"{first.domain.modality} {first.domain.input_shape}) and target '{second.name}' "
         f"({second.task.kind}; domain '{second.domain.name}', {second.domain.modality} "
-        f"{second.domain.input_shape}) have the {task} task and the {domain} domain ({how}). "
-        f"The route that fits is {fits.title} (route: {fits.value})."
+        f"{second.domain.input_shape}) have the {task} task and the {domain} domain ({how}: "
+        f"{placed.domain.detail.rstrip('.')}). The route that fits is {fits.title} "
+        f"(route: {fits.value}).{hint}"
     )
 
 
@@ -135,12 +135,8 @@ def scratch_baseline(spec: RunSpec, trainer: Trainer, target: Problem, *, epochs
 
 
 def require_same_cell(route: Route, problems: dict[str, Problem]) -> None:
-    """Check that every problem pairs with the first in ``route``'s cell (the rule of
-    :func:`require_fit`: facts refuse, measurement warns).
-
-    Raises:
-        ConfigError: the facts place some pair in another cell.
-    """
+    """Raise :class:`ConfigError` unless every problem pairs with the first in ``route``'s
+    cell, each pair placed as :func:`require_fit` places it."""
     names = list(problems)
     first = problems[names[0]]
     for name in names[1:]:
