@@ -139,6 +139,11 @@ def run(spec: RunSpec, recipe, trainer: Trainer, source: Problem, target: Proble
 
 
 def _check(recipe) -> None:
+    if recipe.variant_args:
+        raise ConfigError(
+            f"variant new_label_set takes no variant_args (got {', '.join(recipe.variant_args)});"
+            " its settings are the recipe's method, method_args, trade_off and target_labels."
+        )
     if recipe.target_labels <= 0:
         raise ConfigError(
             "variant new_label_set learns the target's own label set from its labels, but "
