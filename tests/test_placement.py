@@ -360,3 +360,15 @@ def test_the_runner_records_the_label_relation_the_route_placed():
                    higher_is_better=True, metrics={"accuracy": 0.5})
     _add_label_relation(made)
     assert made.details["labels"]["target_only"] == ("Chinstrap",)
+
+
+def test_large_inputs_are_pooled_before_the_pca():
+    """Every run now measures its pair, so the PCA must not cost O(n² · 224 · 224 · 3)."""
+    from tlroutes.measure.domain import MAX_IMAGE_SIDE, MAX_SIGNAL_LENGTH, _shrunk
+
+    image = torch.rand(2, 3, 100, 64)
+    assert _shrunk(image).shape == (2, 3, MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)
+    assert _shrunk(torch.rand(2, 1, 8, 8)).shape == (2, 1, 8, 8)
+    assert _shrunk(torch.rand(2, 2, 5000)).shape == (2, 2, MAX_SIGNAL_LENGTH)
+    tokens = torch.randint(0, 9, (2, 4000))
+    assert _shrunk(tokens) is tokens

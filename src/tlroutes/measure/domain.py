@@ -69,6 +69,10 @@ from tlroutes.problem import Problem
 #: then holds at least 10, two per C2ST fold.
 MIN_PER_SIDE = 20
 #: User features with more dimensions than this are reduced by a PCA.
+#: Images larger than this per side are average-pooled to it before the PCA (see _shrunk).
+MAX_IMAGE_SIDE = 32
+#: Signals longer than this are average-pooled to it before the PCA.
+MAX_SIGNAL_LENGTH = 1024
 #: User features with more dimensions than this are reduced by a source-fitted PCA.
 MAX_FEATURE_DIM = 64
 #: Measurement seeds behind a domain verdict (see :func:`compare_domains`).
@@ -578,13 +582,13 @@ def _fit_representation(
 
     def flat(x: Tensor) -> np.ndarray:
         if features is None:
-            return x.reshape(len(x), -1).double().numpy()
+            return _shrunk(x).reshape(len(x), -1).double().numpy()
         with torch.no_grad():
             out = features(x)
         return out.detach().reshape(len(x), -1).double().cpu().numpy()
 
     base = flat(x_source)
-    dims = base.shape[1]
+    dims = base.shape[1] if features is not None else int(np.prod(x_source.shape[1:]))
     if features is not None and dims <= MAX_FEATURE_DIM:
         mean, std = base.mean(axis=0), base.std(axis=0)
         std = np.where(std > 0, std, 1.0)
@@ -594,11 +598,31 @@ def _fit_representation(
     info = {
         "kind": "pca" if features is None else "features+pca",
         "input_dims": dims,
+        **({"pooled_to": list(_shrunk(x_source[:1]).shape[1:])}
+           if features is None and base.shape[1] < dims else {}),
         "dims": int(pca.components.shape[0]),
         "scaling": "whitened",
         "fitted_on": "source",
     }
     return (lambda x: pca.transform(flat(x))), info
+
+
+def _shrunk(x: Tensor) -> Tensor:
+    """Large images average-pooled to at most :data:`MAX_IMAGE_SIDE` per side, long signals to
+    :data:`MAX_SIGNAL_LENGTH`; other inputs as they are.
+
+    Why: the PCA costs O(n² d); at 224 × 224 × 3 inputs and 2,000 samples that is about a
+    minute per seed, and every run now measures its pair. A 32 × 32 average keeps what the
+    shifts a domain test looks for change (rotation, colour, blur, contrast, scale).
+    """
+    if not x.is_floating_point():
+        return x
+    if x.dim() == 4 and max(x.shape[-2:]) > MAX_IMAGE_SIDE:
+        size = (min(x.shape[-2], MAX_IMAGE_SIDE), min(x.shape[-1], MAX_IMAGE_SIDE))
+        return torch.nn.functional.adaptive_avg_pool2d(x.float(), size)
+    if x.dim() == 3 and x.shape[-1] > MAX_SIGNAL_LENGTH:
+        return torch.nn.functional.adaptive_avg_pool1d(x.float(), MAX_SIGNAL_LENGTH)
+    return x
 
 
 def _positive_shift(
