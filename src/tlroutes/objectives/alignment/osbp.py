@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tlroutes.objectives.alignment.adversarial import grad_reverse
+from tlroutes.objectives.alignment.adversarial import WarmStartGradientReverse, grad_reverse
 
 __all__ = ["OpenSetBackpropLoss", "open_set_scores"]
 
@@ -55,22 +55,29 @@ class OpenSetBackpropLoss(nn.Module):
         threshold: the boundary t in (0, 1). Default 0.5 (the paper's).
         coeff: gradient reversal coefficient (the generator's weight on the maximised term).
             Default 1.0 (the paper's).
+        max_steps: when given, the coefficient warms up from 0 to ``coeff`` over this many
+            training steps with DANN's schedule (a :class:`WarmStartGradientReverse`, resumed
+            with the module). Default None: ``coeff`` from the first step, as in the paper.
         eps: clamp of the probabilities before the logarithms. Default 1e-6.
 
     After each call, ``last_unknown`` (float) holds the batch's mean :math:`p_{K+1}`.
     """
 
-    def __init__(self, threshold: float = 0.5, coeff: float = 1.0, eps: float = 1e-6) -> None:
+    def __init__(self, threshold: float = 0.5, coeff: float = 1.0, max_steps: int | None = None,
+                 eps: float = 1e-6) -> None:
         super().__init__()
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
         if coeff < 0:
             raise ValueError(f"coeff must be >= 0, got {coeff}")
         self.threshold, self.coeff, self.eps = float(threshold), float(coeff), float(eps)
+        self.grl = (None if max_steps is None
+                    else WarmStartGradientReverse(max_steps=max_steps, hi=self.coeff))
         self.last_unknown: float | None = None
 
     def forward(self, f_t: Tensor, head: Callable[[Tensor], Tensor]) -> Tensor:
-        logits = head(grad_reverse(f_t, self.coeff))
+        reversed_f = grad_reverse(f_t, self.coeff) if self.grl is None else self.grl(f_t)
+        logits = head(reversed_f)
         p = F.softmax(logits.float(), dim=1)[:, -1].clamp(self.eps, 1 - self.eps)
         t = self.threshold
         self.last_unknown = float(p.detach().mean())

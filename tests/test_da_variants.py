@@ -1,0 +1,330 @@
+"""Domain Adaptation across label sets: the variants of ``tlroutes.routes.da_variants``.
+
+Partial (PADA) and open-set (OSBP) come first: the choice of variant from the classes present,
+the losses' values by hand, bad input, then known answers end to end on Gaussian ``.npz``
+problems (``tests/test_routes_known_answers.py``'s style: an ``mlp`` trunk, one torch thread, no
+report) and the partial example run file, quick.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import summary_dict
+from tlroutes.config import load_run_file, parse_run
+from tlroutes.demo import quick_spec
+from tlroutes.errors import ConfigError
+from tlroutes.objectives.alignment.adversarial import domain_bce
+from tlroutes.objectives.alignment.osbp import OpenSetBackpropLoss, open_set_scores
+from tlroutes.objectives.alignment.pada import (
+    PartialAdversarialLoss,
+    pada_class_weights,
+    weighted_cross_entropy,
+)
+from tlroutes.problem import Domain, Problem, Split, Task
+from tlroutes.routes.da_variants import label_relation, to_source_labels
+from tlroutes.routes.domain_adaptation import Recipe, choose_variant
+from tlroutes.runner import run
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+# ================================================================ partial and open-set (PADA, OSBP)
+
+
+def problem(labels: list[str], present: list[int], name: str = "p") -> Problem:
+    """A tiny classification problem declaring ``labels`` with samples of ``present`` only."""
+    y = torch.tensor(present * 2)
+    split = Split(torch.randn(len(y), 2), y)
+    return Problem(name, Task("classification", tuple(labels)), Domain(name, "tabular", (2,)),
+                   split, split, split)
+
+
+SPEC = SimpleNamespace(constraints=SimpleNamespace(source_data=True))
+FIVE = ["a", "b", "c", "d", "e"]
+
+
+@pytest.mark.parametrize(("target_labels", "present", "share", "variant", "kind"), [
+    (FIVE, [0, 1, 2, 3, 4], 0.0, "closed", "identical"),
+    (["e", "d", "c", "b", "a"], [0, 1, 2, 3, 4], 0.0, "closed", "identical"),  # by name
+    (FIVE, [0, 1], 0.0, "partial", "subset"),  # declared the same, present fewer
+    (["b", "a"], [0, 1], 0.0, "partial", "subset"),
+    (["a", "b", "new"], [0, 1, 2], 0.0, "open_set", "overlapping"),
+    ([*FIVE, "new"], [0, 1, 2, 3, 4, 5], 0.0, "open_set", "superset"),
+    (["a", "b", "new"], [0, 1, 2], 0.5, "new_label_set", "overlapping"),
+])
+def test_auto_picks_the_variant_from_the_classes_present(target_labels, present, share,
+                                                         variant, kind):
+    source, target = problem(FIVE, [0, 1, 2, 3, 4], "s"), problem(target_labels, present, "t")
+    assert label_relation(source, target).kind == kind
+    chosen, reason = choose_variant(source, target, Recipe(target_labels=share), SPEC)
+    assert chosen == variant
+    assert reason.startswith("auto: ")
+
+
+def test_target_labels_are_renumbered_by_name_and_unknown_classes_get_k():
+    source, target = problem(FIVE, [0, 1, 2, 3, 4]), problem(["c", "new", "a"], [0, 1, 2])
+    renumbered = to_source_labels(target, source, unknown=5)
+    assert renumbered.train.y.tolist() == [2, 5, 0, 2, 5, 0]
+    assert renumbered.task == source.task
+    with pytest.raises(ConfigError, match="new"):
+        to_source_labels(target, source)
+
+
+def test_a_target_with_no_class_in_common_says_which_routes_fit():
+    source, target = problem(FIVE, [0, 1, 2, 3, 4]), problem(["x", "y"], [0, 1])
+    with pytest.raises(ConfigError, match="no class in common") as error:
+        choose_variant(source, target, Recipe(), SPEC)
+    for fits in ("target_labels", "new_label_set", "modality_transfer"):
+        assert fits in str(error.value)
+    # with target labels the same pair is the supervised new-label-set variant
+    assert choose_variant(source, target, Recipe(target_labels=0.5), SPEC)[0] == "new_label_set"
+
+
+def test_a_variant_set_against_the_label_sets_names_the_one_that_fits():
+    source, target = problem(FIVE, [0, 1, 2, 3, 4]), problem(["a", "new"], [0, 1])
+    with pytest.raises(ConfigError, match="Use variant 'open_set'"):
+        choose_variant(source, target, Recipe(variant="partial"), SPEC)
+    # plain alignment on a subset is allowed when asked for: it is the DANN baseline
+    subset = problem(["a", "b"], [0, 1])
+    assert choose_variant(source, subset, Recipe(variant="closed"), SPEC)[0] == "closed"
+
+
+def test_pada_class_weights_by_hand():
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1]]))
+    # mean softmax (0.4, 0.5, 0.1), divided by its largest entry 0.5
+    assert torch.allclose(pada_class_weights(logits), torch.tensor([0.8, 1.0, 0.2]))
+    # T = 0.5 squares the probabilities before renormalising each row
+    p = torch.tensor([[0.36, 0.09, 0.01], [0.04, 0.49, 0.01]])
+    gamma = (p / p.sum(1, keepdim=True)).mean(0)
+    assert torch.allclose(pada_class_weights(logits, 0.5), gamma / gamma.max())
+
+
+def test_weighted_cross_entropy_divides_by_the_batch_not_the_weights():
+    logits, labels = torch.zeros(4, 2), torch.tensor([0, 0, 1, 1])
+    loss = weighted_cross_entropy(logits, labels, torch.tensor([1.0, 0.0]))
+    assert loss.item() == pytest.approx(math.log(2) / 2)  # two of four samples count, ln 2 each
+
+
+def test_partial_adversarial_loss_leaves_zero_weight_classes_out():
+    """γ = 1 is DANN's loss; a class with γ = 0 sends no gradient to its source features."""
+    torch.manual_seed(0)
+    loss = PartialAdversarialLoss(3, 2, max_steps=1, depth=0).eval()  # eval: λ stays put
+    loss.grl.num_steps.fill_(1)  # the warm-up done: λ ≈ 1
+    f_s, f_t = torch.randn(4, 3, requires_grad=True), torch.randn(5, 3)
+    y_s = torch.tensor([0, 0, 1, 1])
+    value = loss(f_s, f_t, y_s)
+    plain, _ = domain_bce(loss.discriminator(torch.cat([f_s, f_t])), 4)
+    assert value.item() == pytest.approx(plain.item())
+    loss.set_class_weight(torch.tensor([1.0, 0.0]))
+    loss(f_s, f_t, y_s).backward()
+    assert f_s.grad[2:].abs().max() == 0 and f_s.grad[:2].abs().max() > 0
+
+
+def test_osbp_loss_value_and_the_reversed_gradient():
+    """At p(unknown) = t the loss is the binary entropy of t; the head descends the BCE while
+    the features get the opposite gradient (the generator maximises)."""
+    t = 0.3
+    head = torch.nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        head.weight.zero_()
+    f = torch.ones(1, 2)
+    # logits (0, 0, z) with softmax's last entry t: e^z / (2 + e^z) = t
+    with torch.no_grad():
+        head.weight[2] = math.log(2 * t / (1 - t)) / 2
+    osbp = OpenSetBackpropLoss(threshold=t)
+    assert osbp(f, head).item() == pytest.approx(-(t * math.log(t) + (1 - t) * math.log(1 - t)))
+    assert osbp.last_unknown == pytest.approx(t)
+    f = torch.tensor([[1.0, -0.5]], requires_grad=True)
+    osbp(f, head).backward()
+    reversed_grad = f.grad.clone()
+    f.grad = None
+    p = torch.softmax(head(f), 1)[:, -1]
+    (-(t * torch.log(p) + (1 - t) * torch.log(1 - p))).mean().backward()
+    assert torch.allclose(reversed_grad, -f.grad)
+
+
+def test_open_set_scores_by_hand():
+    # classes 0, 1 known, 2 unknown; predictions by argmax
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 2, 2])
+    pred = torch.tensor([0, 1, 1, 1, 2, 2, 2, 0])
+    scores = open_set_scores(torch.nn.functional.one_hot(pred, 3).float(), labels)
+    assert scores["os_star"] == pytest.approx((0.5 + 1.0) / 2)
+    assert scores["unknown_recall"] == pytest.approx(0.75)
+    assert scores["os"] == pytest.approx((0.5 + 1.0 + 0.75) / 3)
+    assert scores["unknown_precision"] == pytest.approx(1.0)
+    assert scores["predicted_unknown"] == pytest.approx(3 / 8)
+    assert scores["accuracy"] == pytest.approx(6 / 8)
+
+
+# ---------------------------------------------------------------- end to end (partial, open-set)
+
+
+def save(path: Path, splits, labels) -> str:
+    """Write ``[(x, y) train, val, test]`` and the label names as the ``.npz`` a run reads."""
+    arrays = {}
+    for name, (x, y) in zip(("train", "val", "test"), splits, strict=True):
+        arrays[f"x_{name}"], arrays[f"y_{name}"] = x.astype(np.float32), y
+    np.savez(path, labels=np.array(labels), **arrays)
+    return str(path)
+
+
+def run_summary(tmp_path: Path, name: str, **fields) -> dict:
+    spec = {"seed": 0, "route": "domain_adaptation",
+            "hardware": {"accelerator": "cpu", "threads": 1},
+            "model": {"trunk": "mlp", "trunk_args": {"width": 32, "depth": 1}}, **fields}
+    return summary_dict(run(parse_run(spec), tmp_path / name, progress=False))
+
+
+def open_set_data(rng, n: int, classes: list[int], shift: float, far: float = 12.0):
+    """Three known classes on a circle of radius 3 in the first two of 10 dimensions (unit
+    noise), and class 3 ("new") ``far`` along the third; ``shift`` moves dimensions 4-10."""
+    means = np.zeros((4, 10))
+    angle = 2 * np.pi * np.arange(3) / 3
+    means[:3, 0], means[:3, 1] = 3 * np.cos(angle), 3 * np.sin(angle)
+    means[3, 2] = far
+    y = rng.choice(classes, size=n)
+    x = means[y] + rng.normal(size=(n, 10))
+    x[:, 3:] += shift
+    return x, y
+
+
+def test_open_set_refuses_a_target_mostly_of_unknown_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    src = [open_set_data(rng, 60, [0, 1, 2], 0.0) for _ in range(3)]
+    # classes 3 and 4 (unknown to the source) are 2/3 of the target
+    tgt = [(x, np.arange(len(y)) % 3) for x, y in (open_set_data(rng, 60, [0], 0.5)
+                                                   for _ in range(3))]
+    fields = {"source": {"dataset": save(tmp_path / "s.npz", src, ["a", "b", "c"])},
+              "target": {"dataset": save(tmp_path / "t.npz", tgt, ["a", "new", "other"])},
+              "source_training": {"epochs": 1}, "target_training": {"epochs": 1}}
+    with pytest.raises(ConfigError, match=r"67% of the target.s training samples .*\(new, other\)"):
+        run_summary(tmp_path, "refused", **fields)
+    with pytest.raises(ConfigError, match="has no option 'treshold'.*Did you mean 'threshold'"):
+        run_summary(tmp_path, "typo", recipe={"variant_args": {"treshold": 0.4}}, **fields)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_partial_example_runs_quick_and_names_its_variant(tmp_path, monkeypatch):
+    """``examples/domain_adaptation_partial.yaml`` (all ten digits → digits 0-4 rotated) at a third
+    of its epochs: ``auto`` picks the partial variant and the absent digits end with lower class
+    weights than the present ones (a wrong renumbering or γ would not)."""
+    monkeypatch.setattr("tlroutes.runner.build_report", lambda *a, **k: None, raising=False)
+    spec = quick_spec(load_run_file(EXAMPLES / "domain_adaptation_partial.yaml"))
+    spec = spec.model_copy(update={"hardware": spec.hardware.model_copy(
+        update={"accelerator": "cpu"})})
+    summary = summary_dict(run(spec, tmp_path / "example", progress=False))
+    details = summary  # the summary's dict holds the details at its top level
+    assert details["variant"] == "partial" and details["method"] == "pada"
+    assert details["variant_reason"].startswith("auto: target ⊂ source")
+    assert details["mean_weight_absent"] < details["mean_weight_present"]
+    assert summary["baseline_kind"] == "source_only"
+
+
+def partial_data(rng, n: int, classes: list[int], shift: float):
+    """Five classes on a circle of radius 3 in the first two of 10 dimensions (unit noise);
+    ``shift`` moves the other eight, which carry no class information."""
+    angle = 2 * np.pi * np.arange(5) / 5
+    means = np.zeros((5, 10))
+    means[:, 0], means[:, 1] = 3 * np.cos(angle), 3 * np.sin(angle)
+    y = rng.choice(classes, size=n)
+    x = means[y] + rng.normal(size=(n, 10))
+    x[:, 2:] += shift
+    return x, y
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_partial_adaptation_removes_the_negative_transfer_dann_shows(tmp_path, monkeypatch):
+    """The source has five classes; the target only classes 0 and 1, shifted by 1 in the eight
+    dimensions that carry no class. The discriminator tells the domains apart by the classes the
+    target lacks as much as by the shift, so DANN pulls target samples towards classes 2-4 and
+    its target accuracy falls far below the source-only model's. PADA's class weights (γ about
+    0.01 on the absent classes, about 0.95 on the present two) take those classes out of both
+    losses, and its accuracy stays at the source-only level. No target label is used: both keep
+    the last epoch (``selection: last``).
+
+    Margin (target test accuracy, 500 samples; seeds 0-5, the settings below):
+    source-only 0.880-0.946; DANN gain -0.311 mean, sd 0.08, from -0.418 to -0.210;
+    PADA gain +0.013 mean, sd 0.043, worst -0.060; PADA - DANN +0.323 mean, sd 0.10, worst
+    +0.172. Seed 0 (the test's) is the worst seed for both PADA figures. Bounds: DANN gain <
+    -0.10 (mean + 2.6 sd); PADA - DANN > 0.10 (mean - 2.2 sd); PADA gain > -0.12 (mean - 3 sd).
+
+    Key step removed -- the class weights (``variant_args: {class_weights: false}``, γ = 1: the
+    same pipeline as DANN): target accuracy 0.714, 0.484, 0.680 (seeds 0-2), equal to the DANN
+    runs to the last digit, so PADA - DANN is 0 and the second assertion fails.
+    """
+    monkeypatch.setattr("tlroutes.runner.build_report", lambda *a, **k: None, raising=False)
+    rng = np.random.default_rng(0)
+    source = [partial_data(rng, n, [0, 1, 2, 3, 4], 0.0) for n in (500, 200, 500)]
+    target = [partial_data(rng, n, [0, 1], 1.0) for n in (500, 200, 500)]
+    fields = {
+        # the domains declared: the test is about the label sets, not the placement
+        "source": {"dataset": save(tmp_path / "s.npz", source, ["0", "1", "2", "3", "4"]),
+                   "domain": "upright"},
+        "target": {"dataset": save(tmp_path / "t.npz", target, ["0", "1"]),
+                   "domain": "shifted"},
+        "source_training": {"epochs": 20, "batch_size": 64, "lr": 0.01},
+        "target_training": {"epochs": 20, "batch_size": 64, "lr": 0.01},
+    }
+    dann = run_summary(tmp_path, "dann", recipe={"variant": "closed", "method": "dann",
+                                                 "selection": "last"}, **fields)
+    pada = run_summary(tmp_path, "pada", recipe={"selection": "last"}, **fields)
+    assert pada["variant"] == "partial" and pada["method"] == "pada"
+    assert dann["variant"] == "closed"
+    assert pada["baseline"]["accuracy"] == dann["baseline"]["accuracy"]  # one source-only model
+    assert dann["gain"] < -0.10
+    assert pada["metrics"]["accuracy"] - dann["metrics"]["accuracy"] > 0.10
+    assert pada["gain"] > -0.12
+    assert pada["mean_weight_absent"] < 0.2 < 0.8 < pada["mean_weight_present"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_open_set_flags_a_planted_unknown_class(tmp_path, monkeypatch):
+    """The source has three classes on a circle (radius 3, unit noise, 10 dimensions); the
+    target has them too, shifted by 0.5 in seven dimensions, and a fourth class ("new", a quarter
+    of the target) 12 away along a dimension no known class uses. ``auto`` picks the open-set
+    variant; OSBP (the paper's t = 0.5 and reversal coefficient 1, last epoch, no target label)
+    flags most of the new class as unknown and keeps the known classes right. The source-only
+    model never says unknown (recall 0).
+
+    Measured (500 test samples; seeds 0-5, these settings): unknown recall 0.944, 0.928, 0.896,
+    1.000, 0.528, 0.411; OS* 0.891-0.934; OS gain over source-only +0.056 to +0.204. OSBP's
+    game is not stable on this problem: seeds 4 and 5 stay near 0.5 recall, and neither a
+    deeper trunk (width 64, depth 2: 0.12 and 0.0 on seeds 0 and 2), a slower schedule (lr 3e-3,
+    80 epochs), a weaker reversal (0.3), a DANN-style warm-up of the reversal (``warm_up``) nor
+    leaving the unknown output untrained in the source stage fixed every seed. So this test pins
+    seed 0 (recall 0.944, OS* 0.921, OS 0.927 against 0.740) and asserts the brief's bound,
+    recall >= 0.8, with OS* >= 0.85 and an OS gain > 0.1; the spread above is the honest
+    figure.
+
+    Key step removed -- OSBP's adversarial term (``trade_off: 0``: the adaptation stage trains
+    on the source loss alone): unknown recall 0.000, predicted unknown 0.000 (seed 0), so the
+    recall assertion fails.
+    """
+    monkeypatch.setattr("tlroutes.runner.build_report", lambda *a, **k: None, raising=False)
+    rng = np.random.default_rng(0)
+    source = [open_set_data(rng, n, [0, 1, 2], 0.0) for n in (500, 200, 500)]
+    target = [open_set_data(rng, n, [0, 1, 2, 3], 0.5) for n in (500, 200, 500)]
+    summary = run_summary(
+        tmp_path, "osbp",
+        source={"dataset": save(tmp_path / "s.npz", source, ["a", "b", "c"]),
+                "domain": "upright"},
+        target={"dataset": save(tmp_path / "t.npz", target, ["a", "b", "c", "new"]),
+                "domain": "shifted"},
+        source_training={"epochs": 20, "batch_size": 64, "lr": 0.01},
+        target_training={"epochs": 20, "batch_size": 64, "lr": 0.01})
+    assert summary["variant"] == "open_set" and summary["method"] == "osbp"
+    assert summary["unknown_classes"] == ["new"]
+    assert summary["primary_metric"] == "os"
+    assert summary["baseline"]["unknown_recall"] == 0.0
+    assert summary["metrics"]["unknown_recall"] >= 0.8
+    assert summary["metrics"]["os_star"] >= 0.85
+    assert summary["gain"] > 0.1
