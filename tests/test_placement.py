@@ -372,3 +372,17 @@ def test_large_inputs_are_pooled_before_the_pca():
     assert _shrunk(torch.rand(2, 2, 5000)).shape == (2, 2, MAX_SIGNAL_LENGTH)
     tokens = torch.randint(0, 9, (2, 4000))
     assert _shrunk(tokens) is tokens
+
+
+def test_a_planned_run_follows_its_plan_whatever_each_seed_draws(monkeypatch):
+    import tlroutes.measure.placement as placement
+
+    a = tabular(torch.arange(60) % 3)
+    b = tabular(torch.arange(60) % 3, seed=1)
+    planned = placement.place(a, b, names=("source", "target"), **FAST)
+    redraw = tabular(torch.arange(60) % 3, seed=7)  # another seed's data
+    monkeypatch.setattr(placement, "compare_domains", lambda *a, **k: pytest.fail("measured"))
+    with placement.following([planned]):
+        assert placement.place(a, redraw, names=("source", "target")) is planned
+    with pytest.raises(pytest.fail.Exception):
+        placement.place(a, redraw, names=("source", "target"))  # outside: measured again

@@ -69,6 +69,9 @@ class Plan:
     """Where declaration and measurement disagree, and other cautions."""
     evidence: Evidence | None = None
     """The measurements behind the plan."""
+    placements: list[Placement] = field(default_factory=list)
+    """Each pair's placement (:func:`tlroutes.measure.placement.place`); a ``route: auto`` run
+    follows them (:func:`tlroutes.measure.placement.following`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what ``tlroutes plan`` writes as plan.json)."""
@@ -130,7 +133,8 @@ def plan(
     if len(evidence.pairs) > 1:
         warnings.extend(_pair_notes(evidence.pairs, route, order.value))
     recipe, reasons = recommend(route, problems, evidence, warnings)
-    return Plan(route, task, domain, order, declared, recipe, reasons, warnings, evidence)
+    return Plan(route, task, domain, order, declared, recipe, reasons, warnings, evidence,
+                placements)
 
 
 def plan_order(spec: RunSpec, declared: Route | None) -> Axis:

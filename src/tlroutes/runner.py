@@ -34,7 +34,7 @@ from tlroutes.config import (
     iter_specs,
 )
 from tlroutes.errors import ConfigError, RunFolderError, TLRoutesError
-from tlroutes.measure.placement import forget_last_placement, last_placement
+from tlroutes.measure.placement import following, forget_last_placement, last_placement
 from tlroutes.reporting.build import build_report
 from tlroutes.routes.common import RecipeSpec, parse_recipe
 from tlroutes.routes.registry import get_route, route_name, title_of
@@ -178,8 +178,11 @@ def _run_in(out: Path, resolved: Resolved, resume: bool, progress: bool | Progre
             # The summary names the route as the registry does (a plug-in shares its cell's
             # Route with a built-in route, so its summarise() cannot tell its own name).
             forget_last_placement()
-            summary = module.run(one, recipe, trainer).model_copy(
-                update={"seed": seed, "route": spec.route, "title": title_of(module)})
+            # A planned run checks its route's cell with its plan's placement: each seed's data
+            # is another draw, and measured again a borderline pair could refuse the plan.
+            with following(resolved.plan.placements if resolved.plan is not None else []):
+                summary = module.run(one, recipe, trainer).model_copy(
+                    update={"seed": seed, "route": spec.route, "title": title_of(module)})
             _add_label_relation(summary)
             if spec.seeds > 1 and fabric.global_rank == 0:
                 write_json_atomic(folder / "summary.json", summary.to_dict())
