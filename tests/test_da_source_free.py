@@ -157,6 +157,38 @@ def test_a_finished_runs_model_is_adapted_without_source_data(tmp_path):
     assert second["variant"] == "source_free"
 
 
+def test_an_interrupted_adaptation_resumes_with_its_pseudo_labels(tmp_path, monkeypatch):
+    """Stopped after the adapt stage's second epoch and resumed, the run ends bit-identical to
+    one never stopped: the pseudo-labels are a buffer of the step, so the checkpoint holds the
+    ones the next epoch trains on (recomputing them from the restored weights would do too, but
+    only because the clustering is deterministic; the buffer does not depend on that)."""
+    from safetensors.torch import load_file
+
+    import tlroutes.train.engine as engine
+
+    spec = tiny(target_training={"epochs": 3})
+    whole = go(tmp_path, "whole", spec)
+    save = engine.save_checkpoint
+
+    def stop_after_second_adapt_epoch(folder, epoch, *args, **kwargs):
+        out = save(folder, epoch, *args, **kwargs)
+        if Path(folder).name == "adapt" and epoch == 1:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(engine, "save_checkpoint", stop_after_second_adapt_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        go(tmp_path, "cut", spec)
+    monkeypatch.setattr(engine, "save_checkpoint", save)
+    resumed = summary_dict(run(parse_run(spec), tmp_path / "cut", resume=True, progress=False))
+    a = load_file(tmp_path / "whole" / "checkpoints" / "adapt" / "final.safetensors")
+    b = load_file(tmp_path / "cut" / "checkpoints" / "adapt" / "final.safetensors")
+    assert a.keys() == b.keys() and "pseudo" in a
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert resumed["metrics"] == whole["metrics"]
+
+
 # ------------------------------------------------------------------------------- bad input
 
 
