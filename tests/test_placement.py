@@ -386,3 +386,27 @@ def test_a_planned_run_follows_its_plan_whatever_each_seed_draws(monkeypatch):
         assert placement.place(a, redraw, names=("source", "target")) is planned
     with pytest.raises(pytest.fail.Exception):
         placement.place(a, redraw, names=("source", "target"))  # outside: measured again
+
+
+def test_a_split_verdict_is_undecided_and_says_so(monkeypatch):
+    import tlroutes.measure.domain as domain
+
+    a, b = tabular(torch.arange(60) % 2, ("a", "b")), tabular(torch.arange(60) % 2, ("a", "b"),
+                                                              seed=1)
+    real = domain._compare_once
+    script = iter(["same", "undecided", "different", "same", "undecided"])
+
+    def scripted(*args, **kwargs):
+        one = real(*args, **kwargs)
+        one.verdict = next(script)
+        if one.verdict == "undecided":
+            one.reason = "too few samples for the positive control: about 999 per side"
+        return one
+
+    monkeypatch.setattr(domain, "_compare_once", scripted)
+    evidence = domain.compare_domains(a, b, permutations=20)
+    assert evidence.verdict == "undecided"
+    assert evidence.stability.verdicts == ["same", "undecided", "different", "same", "undecided"]
+    assert evidence.stability.shares == {"same": 0.4, "different": 0.2, "undecided": 0.4}
+    assert evidence.reason.startswith("the verdict is split over 5 measurement seeds (same 2/5")
+    assert evidence.reason.endswith("about 999 per side")

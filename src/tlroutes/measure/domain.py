@@ -333,7 +333,7 @@ def compare_domains(
         majority=majority, rule=MAJORITY_RULE if not runs[0].seed_free else
         "one seed: this verdict does not depend on the measurement seed",
     )
-    if verdict != shown.verdict:  # no majority: split over the seeds
+    if not runs[0].seed_free and counts.get(verdict, 0) < majority:  # split: no majority
         shown.verdict = "undecided"
         split = ", ".join(f"{v} {c}/{len(runs)}" for v, c in counts.items())
         # the undecided seeds' own reason (lack of power) is what to act on, so it follows
