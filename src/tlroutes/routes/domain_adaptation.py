@@ -97,7 +97,9 @@ class Recipe(RecipeSpec):
         "identical → 'closed'; target ⊂ source → 'partial'; the target has classes the source "
         "lacks → 'open_set' when the target is unlabelled (target_labels 0), 'new_label_set' "
         "when target labels are given; constraints.source_data false → 'source_free'. "
-        "'closed': one label set, an alignment loss (`method`). 'partial': PADA, class weights "
+        "'closed': one label set, an alignment loss (`method`); set on a target ⊂ source it "
+        "aligns as if the sets were one (the DANN baseline of partial adaptation). 'partial': "
+        "PADA, class weights "
         "from the target's predictions down-weight source classes absent from the target. "
         "'open_set': OSBP, a K+1-way classifier whose extra output is 'unknown'. "
         "'new_label_set': a new head on the source-trained stem and trunk. 'source_free': "
@@ -108,11 +110,13 @@ class Recipe(RecipeSpec):
         "module lists its own, e.g. {threshold: 0.5} for open_set). Default: none (the "
         "method's defaults).",
     )
-    selection: Literal["im", "snd", "source_accuracy", "target_accuracy"] = Field(
+    selection: Literal["im", "snd", "source_accuracy", "last", "target_accuracy"] = Field(
         "im", description="Checkpoint selection: 'im' (default: information maximisation on "
         "target validation predictions), 'snd' (soft neighbourhood density), "
-        "'source_accuracy', all label-free on the target; 'target_accuracy' uses target "
-        "validation labels and is marked so.",
+        "'source_accuracy', 'last' (no selection: the last epoch, the papers' fixed budget), "
+        "all label-free on the target; 'target_accuracy' uses target validation labels and is "
+        "marked so. The partial and open_set variants keep the last epoch for 'im' and 'snd', "
+        "which score predictions over every source class.",
     )
 
     @field_validator("method")
@@ -225,7 +229,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
         step = AdaptationStep(model, source.task, align, recipe.trade_off)
         monitor, mode = _selection(recipe.selection, target.task)
         trainer.fit(stage("adapt", step, streams, lambda: _validate(model, source, target),
-                          target.task, t, monitor=monitor, mode=mode))
+                          target.task, t, monitor=monitor, mode=mode,
+                          restore_best=recipe.selection != "last"))
         metrics = evaluate(model, target.test, target.task, head="task")
 
     trainer.save_model(model)
@@ -339,7 +344,8 @@ def _also_fits(variant: str, relation: LabelRelation, labelled: bool) -> bool:
 
 
 def _selection(selection: str, task: Task) -> tuple[str, str]:
-    """The validation key and mode that ``selection`` selects on."""
+    """The validation key and mode that ``selection`` selects on (``last``: the source's
+    metric, logged only, since the stage then keeps its last epoch)."""
     name, higher = primary_metric(task)
     mode = "max" if higher else "min"
     if selection in ("im", "snd"):
@@ -349,7 +355,7 @@ def _selection(selection: str, task: Task) -> tuple[str, str]:
                 "selection: source_accuracy (the source's validation metric)."
             )
         return f"target_{selection}", "max"
-    if selection == "source_accuracy":
+    if selection in ("source_accuracy", "last"):
         return f"source_{name}", mode
     return f"target_{name}", mode
 

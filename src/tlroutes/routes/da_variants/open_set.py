@@ -160,6 +160,13 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
     if adapt and recipe.method != "dann":
         details["method_note"] = (f"method '{recipe.method}' is not read by the open_set "
                                   "variant: OSBP brings its own adversarial term")
+    if metrics["predicted_unknown"] > opts["max_unknown_share"]:
+        # The same bound as the declared share: a model calling most of the target unknown has
+        # likely pushed known samples over the boundary too.
+        details["warning"] = (
+            f"{metrics['predicted_unknown']:.0%} of the target's test samples were called "
+            f"unknown, more than max_unknown_share {opts['max_unknown_share']:.0%} (the "
+            f"declared share is {share:.0%}): check os_star, the known classes' accuracy.")
     if recipe.selection in ("im", "snd"):
         details["selection_note"] = (f"selection '{recipe.selection}' scores closed-set "
                                      "predictions; OSBP keeps the last epoch, as in the paper")
