@@ -320,3 +320,20 @@ def test_a_new_label_set_gains_nothing_from_a_scrambled_source(tmp_path):
 def test_bad_new_label_set_recipes_are_refused(tmp_path, recipe, match):
     with pytest.raises(ConfigError, match=match):
         new_label_set(tmp_path, seed=0, **recipe)
+
+
+def test_the_plan_recommends_feature_alignment_for_a_new_label_set():
+    """``route: auto`` must not plan a method that variant new_label_set refuses (MCC, the
+    closed case's advice, reads class predictions)."""
+    from tlroutes.problem import Domain, Problem, Split, Task
+    from tlroutes.routes.domain_adaptation import recommend
+
+    def problem(labels: tuple[str, ...]) -> Problem:
+        split = Split(torch.zeros(4, 2), torch.tensor([0, 1, 0, 1]))
+        return Problem("p", Task("classification", labels), Domain("d", "tabular", (2,)),
+                       split, split, split)
+
+    same = recommend({"source": problem(("a", "b")), "target": problem(("a", "b"))}, None, [])
+    assert same[0]["method"] == "mcc"
+    new = recommend({"source": problem(("a", "b")), "target": problem(("a", "c"))}, None, [])
+    assert new[0]["method"] == "dann" and "label sets differ" in new[1]["method"]

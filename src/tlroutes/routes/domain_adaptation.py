@@ -439,6 +439,17 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
                    "(benchmarks/RESULTS.md, domain adaptation)."),
         "selection": "Selects checkpoints without target labels (information maximisation).",
     }
+    source, target = list(problems.values())[0], list(problems.values())[-1]
+    pair = isinstance(source, Problem) and isinstance(target, Problem) and source is not target
+    if pair and source.task.kind == target.task.kind == "classification":
+        relation = label_relation(source, target)
+        if relation.target_only:
+            # A new label set (variant new_label_set) aligns trunk features only: MCC, CDAN and
+            # JAN compare class predictions over one label set, which the two sides lack.
+            recipe["method"] = "dann"
+            why["method"] = (f"The label sets differ ({relation.describe()}): DANN aligns the "
+                             "trunk features without comparing class predictions across "
+                             "domains.")
     shifted = [p for p in (evidence.pairs if evidence else [])
                if p.domain.label_shift is not None and p.domain.label_shift.p_value < 0.05]
     if shifted:
