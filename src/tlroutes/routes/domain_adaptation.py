@@ -443,13 +443,14 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
     pair = isinstance(source, Problem) and isinstance(target, Problem) and source is not target
     if pair and source.task.kind == target.task.kind == "classification":
         relation = label_relation(source, target)
-        if relation.target_only:
-            # A new label set (variant new_label_set) aligns trunk features only: MCC, CDAN and
-            # JAN compare class predictions over one label set, which the two sides lack.
+        if relation.kind != "identical":
+            # The label-set variants align with a domain discriminator (new_label_set refuses
+            # MCC, CDAN and JAN: they compare class predictions over one shared label set;
+            # partial and open_set build on DANN and note any other method as unread).
             recipe["method"] = "dann"
-            why["method"] = (f"The label sets differ ({relation.describe()}): DANN aligns the "
-                             "trunk features without comparing class predictions across "
-                             "domains.")
+            why["method"] = (f"The label sets differ ({relation.describe()}): the variant for "
+                             "them aligns with a domain discriminator (DANN; PADA and OSBP "
+                             "build on it), not by comparing class predictions across domains.")
     shifted = [p for p in (evidence.pairs if evidence else [])
                if p.domain.label_shift is not None and p.domain.label_shift.p_value < 0.05]
     if shifted:
