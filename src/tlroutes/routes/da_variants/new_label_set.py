@@ -38,7 +38,7 @@ from tlroutes.objectives.tasks import task_loss
 from tlroutes.problem import Problem, Task
 from tlroutes.routes.common import summarise
 from tlroutes.routes.da_variants.source_free import validate_target
-from tlroutes.routes.domain_adaptation import SOURCE_ONLY, _labelled_subset
+from tlroutes.routes.domain_adaptation import SOURCE_ONLY, Recipe, _labelled_subset
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
 from tlroutes.train.from_spec import build, evaluate, stage, stream, supervised_stage
@@ -74,7 +74,8 @@ class NewLabelStep(nn.Module):
         return loss + self.trade_off * transfer, logs
 
 
-def run(spec: RunSpec, recipe, trainer: Trainer, source: Problem, target: Problem) -> Summary:
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
+        target: Problem) -> Summary:
     """Run the recipe (see the module doc); returns the summary, baseline target_supervised.
 
     Raises:
@@ -138,7 +139,7 @@ def run(spec: RunSpec, recipe, trainer: Trainer, source: Problem, target: Proble
     )
 
 
-def _check(recipe) -> None:
+def _check(recipe: Recipe) -> None:
     if recipe.variant_args:
         raise ConfigError(
             f"variant new_label_set takes no variant_args (got {', '.join(recipe.variant_args)});"

@@ -30,6 +30,7 @@ read after the source stage).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -57,6 +58,9 @@ from tlroutes.summary import Summary
 from tlroutes.train.checkpoint import read_weights
 from tlroutes.train.engine import Trainer, evaluate_split
 from tlroutes.train.from_spec import build, evaluate, stage, stream
+
+if TYPE_CHECKING:
+    from tlroutes.routes.domain_adaptation import Recipe
 
 ROUTE = Route.DOMAIN_ADAPTATION
 HEAD = "task"
@@ -151,7 +155,7 @@ class SHOTStep(nn.Module):
         self.pseudo.copy_(labels.to(self.pseudo.device))
 
 
-def run(spec: RunSpec, recipe, trainer: Trainer, source: Problem | None,
+def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem | None,
         target: Problem) -> Summary:
     """Run SHOT (see the module doc); returns the summary, baseline source-only.
 
@@ -223,7 +227,7 @@ def adapt(spec: RunSpec, selection: str, trainer: Trainer, model: TransferModel,
     return evaluate(model, target.test, target.task, head=HEAD)
 
 
-def _check(spec: RunSpec, recipe, source: Problem | None, target: Problem,
+def _check(spec: RunSpec, recipe: Recipe, source: Problem | None, target: Problem,
            opts: Options) -> None:
     if source is None and opts.source_model is None:
         raise ConfigError(
