@@ -40,6 +40,7 @@ from tlroutes.errors import (
     clip_message,
     shorten,
 )
+from tlroutes.runfolder import write_json
 
 if TYPE_CHECKING:
     from tlroutes.summary import Summary
@@ -181,17 +182,9 @@ def _stopped(run_file: Path, out: Path, exc: BaseException) -> None:
 def _write_failure_record(out: Path, kind: str, message: str, *, resumable: bool) -> None:
     """:data:`FAILURE_FILE` in ``out``, written atomically (temporary file, rename) and never
     through a symlink: a record that cannot be written is skipped, the run's error matters."""
-    path = out / FAILURE_FILE
-    if path.is_symlink():
-        return
     record = {"error": kind, "message": shorten(message, 2000), "resumable": resumable}
-    tmp = out / f".{FAILURE_FILE}.tmp"
-    try:
-        tmp.unlink(missing_ok=True)
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError, TLRoutesError):
+        write_json(out / FAILURE_FILE, record, root=out)
 
 
 def _remove_failure_record(out: Path) -> None:
@@ -284,7 +277,7 @@ def inspect(
         console.print(table)
     path = json_out or Path("runs/inspect") / f"{_slug(first, second)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(evidence.to_dict(), indent=2))
+    write_json(path, evidence.to_dict())
     console.print(f"evidence written to {path} ({evidence.seconds:.1f} s)")
 
 
@@ -313,7 +306,7 @@ def plan(
         console.print(table)
     out = out or Path("runs/plan") / run_file.stem
     out.mkdir(parents=True, exist_ok=True)
-    (out / "plan.json").write_text(json.dumps(result.to_dict(), indent=2))
+    write_json(out / "plan.json", result.to_dict())
     draw_cube(result.route, out / "cube.png")
     console.print(f"plan: [bold]{result.route.title}[/] (route: {result.route.value}); "
                   f"written to {out}/plan.json and {out}/cube.png")
@@ -358,7 +351,6 @@ def summary_table(summaries: list[Summary] | list[dict]) -> Table:
 
 
 def _is_main_process() -> bool:
-    import os
 
     return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
 
