@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tlroutes.train.tracking import Tracker
 
 from tlroutes.errors import CheckpointError, ConfigError, TrainingDivergedError
+from tlroutes.model import apply_frozen_state
 from tlroutes.runfolder import register_root, write_json
 from tlroutes.runfolder.reads import read_done
 from tlroutes.train.checkpoint import (
@@ -429,15 +430,10 @@ class Trainer:
 
 def _apply_frozen(module: nn.Module, frozen: list[str], stage: str) -> None:
     """Freeze exactly the parameters that were frozen when the checkpoint was written."""
-    names = {n for n, _ in module.named_parameters()}
-    unknown = sorted(set(frozen) - names)
-    if unknown:
-        raise CheckpointError(
-            f"Stage '{stage}': the checkpoint freezes parameters this model lacks "
-            f"({', '.join(unknown[:5])}); it was written for a different model."
-        )
-    for name, param in module.named_parameters():
-        param.requires_grad_(name not in frozen)
+    try:
+        apply_frozen_state(module, frozen)
+    except CheckpointError as err:
+        raise CheckpointError(f"Stage '{stage}', its checkpoint: {err}") from None
 
 
 def _wrappers_pass_through(fabric: Fabric) -> bool:
