@@ -37,7 +37,7 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
-from tlroutes.config import RunSpec
+from tlroutes.config import RunSpec, TrainSpec
 from tlroutes.errors import ConfigError, did_you_mean
 from tlroutes.matrix import Route
 from tlroutes.model import TransferModel
@@ -61,6 +61,7 @@ from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer, evaluate_split
 from tlroutes.train.from_spec import build, evaluate, load, stage, stream, supervised_stage
 from tlroutes.train.seeding import derive_seed
+from tlroutes.train.streams import Stream
 
 if TYPE_CHECKING:
     from tlroutes.measure.evidence import Evidence
@@ -147,6 +148,20 @@ def methods() -> list[str]:
     return [SOURCE_ONLY, *list_alignments()]
 
 
+def adapt_streams(source: Split, target: Split, labelled: Split | None, train: TrainSpec,
+                  seed: int) -> tuple[dict[str, Stream], int]:
+    """The adaptation stage's streams and its total steps (the variants use them too).
+
+    Streams ``source`` and ``target`` (the unlabelled target inputs) and, when ``labelled`` is
+    given, ``target_labeled``; an epoch is a pass over the longest of them.
+    """
+    streams = {"source": stream(source, train, seed, "adapt-source"),
+               "target": stream(target, train, seed, "adapt-target")}
+    if labelled is not None:
+        streams["target_labeled"] = stream(labelled, train, seed, "adapt-labeled")
+    return streams, max(x.steps_per_pass for x in streams.values()) * train.epochs
+
+
 class AdaptationStep(nn.Module):
     """Source task loss (+ labelled target loss) + ``trade_off`` × alignment loss."""
 
@@ -217,11 +232,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     before = _test_features(model, source, target) if trainer.is_main else None
 
     if recipe.method != "source_only":
-        streams = {"source": stream(source.train, t, spec.seed, "adapt-source"),
-                   "target": stream(target.train, t, spec.seed, "adapt-target")}
-        if labelled is not None:
-            streams["target_labeled"] = stream(labelled, t, spec.seed, "adapt-labeled")
-        steps = max(x.steps_per_pass for x in streams.values()) * t.epochs
+        streams, steps = adapt_streams(source.train, target.train, labelled, t, spec.seed)
         trainer.seed_for("alignment")
         align = ALIGNMENTS.build(recipe.method, features=model.trunk.out_dim,
                                  classes=target.task.num_outputs, max_steps=steps,

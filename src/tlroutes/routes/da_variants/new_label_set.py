@@ -26,19 +26,24 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tlroutes.backbones import create_head
 from tlroutes.config import RunSpec
 from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route
-from tlroutes.model import TransferModel
 from tlroutes.objectives.alignment import ALIGNMENTS, list_alignments
 from tlroutes.objectives.tasks import task_loss
-from tlroutes.problem import Problem, Task
+from tlroutes.problem import Problem
 from tlroutes.routes.common import summarise
 from tlroutes.routes.da_variants.source_free import validate_target
-from tlroutes.routes.domain_adaptation import SOURCE_ONLY, Recipe, _labelled_subset
+from tlroutes.routes.domain_adaptation import (
+    SOURCE_ONLY,
+    AdaptationStep,
+    Recipe,
+    _labelled_subset,
+    adapt_streams,
+)
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer
 from tlroutes.train.from_spec import build, evaluate, stage, stream, supervised_stage
@@ -49,14 +54,8 @@ HEAD = "task"
 """The target head's name (the Domain Adaptation route's)."""
 
 
-class NewLabelStep(nn.Module):
+class NewLabelStep(AdaptationStep):
     """Labelled-target loss of the new head + ``trade_off`` × alignment of trunk features."""
-
-    def __init__(self, model: TransferModel, task: Task, align: nn.Module,
-                 trade_off: float) -> None:
-        super().__init__()
-        self.model, self.task = model, task
-        self.align, self.trade_off = align, trade_off
 
     def forward(self, batch: dict[str, tuple[Tensor, Tensor]]):
         (xs, _), (xt, _), (xl, yl) = batch["source"], batch["target"], batch["target_labeled"]
@@ -99,11 +98,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
     # difference between the two is the alignment.
     fine_tuned = copy.deepcopy(model)
 
-    streams = {"source": stream(source.train, t, spec.seed, "adapt-source"),
-               "target": stream(target.train, t, spec.seed, "adapt-target"),
-               "target_labeled": stream(labelled, t, spec.seed, "adapt-labeled")}
-    per_epoch = max(x.steps_per_pass for x in streams.values())
-    steps = per_epoch * t.epochs
+    streams, steps = adapt_streams(source.train, target.train, labelled, t, spec.seed)
+    per_epoch = steps // t.epochs
     trainer.seed_for("alignment")
     align = ALIGNMENTS.build(recipe.method, features=model.trunk.out_dim,
                              classes=target.task.num_outputs, max_steps=steps,

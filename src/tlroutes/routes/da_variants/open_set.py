@@ -54,7 +54,7 @@ from tlroutes.routes import domain_adaptation as da
 from tlroutes.routes.common import summarise
 from tlroutes.routes.da_variants import label_relation, to_source_labels, variant_options
 from tlroutes.train.engine import evaluate_split
-from tlroutes.train.from_spec import build, evaluate, stage, stream, supervised_stage
+from tlroutes.train.from_spec import build, evaluate, stage, supervised_stage
 
 if TYPE_CHECKING:
     from tlroutes.config import RunSpec
@@ -140,10 +140,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
     label_free = recipe.selection in ("im", "snd", "last")
     selection = "last" if label_free else recipe.selection
     if adapt:
-        streams = {"source": stream(source.train, t, spec.seed, "adapt-source"),
-                   "target": stream(target.train, t, spec.seed, "adapt-target")}
+        streams, steps = da.adapt_streams(source.train, target.train, None, t, spec.seed)
         trainer.seed_for("alignment")
-        steps = max(x.steps_per_pass for x in streams.values()) * t.epochs
         osbp = OpenSetBackpropLoss(opts["threshold"], coeff=opts["coeff"],
                                    max_steps=steps if opts["warm_up"] else None)
         step = OpenSetStep(model, osbp, recipe.trade_off)

@@ -51,7 +51,7 @@ from tlroutes.routes import domain_adaptation as da
 from tlroutes.routes.common import summarise
 from tlroutes.routes.da_variants import label_relation, to_source_labels, variant_options
 from tlroutes.train.engine import evaluate_split
-from tlroutes.train.from_spec import build, evaluate, stage, stream, supervised_stage
+from tlroutes.train.from_spec import build, evaluate, stage, supervised_stage
 
 if TYPE_CHECKING:
     from tlroutes.config import RunSpec
@@ -109,11 +109,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
     selection = "last" if recipe.selection in ("im", "snd") else recipe.selection
     gamma = torch.ones(task.num_outputs)
     if adapt:
-        streams = {"source": stream(source.train, t, spec.seed, "adapt-source"),
-                   "target": stream(target.train, t, spec.seed, "adapt-target")}
-        if labelled is not None:
-            streams["target_labeled"] = stream(labelled, t, spec.seed, "adapt-labeled")
-        steps = max(x.steps_per_pass for x in streams.values()) * t.epochs
+        streams, steps = da.adapt_streams(source.train, target.train, labelled, t, spec.seed)
         trainer.seed_for("alignment")
         align = PartialAdversarialLoss(model.trunk.out_dim, task.num_outputs, max_steps=steps,
                                        hidden=opts["hidden"], depth=opts["depth"])
