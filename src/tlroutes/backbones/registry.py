@@ -36,7 +36,8 @@ MAX_STR_ARG = 4096
 #: Bytes one parameter costs in training: float32 weight, gradient and two optimizer moments.
 BYTES_PER_PARAMETER = 16
 # Strict: a string is not an int, a float is not an int (no silent truncation of depth: 2.5).
-_STRICT = ConfigDict(strict=True, allow_inf_nan=False)
+# Arbitrary classes (an nn.Module argument) are checked with isinstance.
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False, arbitrary_types_allowed=True)
 
 #: What a trunk may expect from its stem; see :mod:`tlroutes.backbones.trunks`.
 INPUT_KINDS: tuple[str, ...] = ("vector", "image", "sequence", "tokens")
@@ -152,8 +153,8 @@ def _type_name(hint: Any) -> str:
 
 
 def _check_type(where: str, key: str, value: Any, hint: Any) -> None:
-    adapter = TypeAdapter(hint, config=_STRICT)
     try:
+        adapter = TypeAdapter(hint, config=_STRICT)
         adapter.validate_python(value)
         return
     except ValidationError as exc:
