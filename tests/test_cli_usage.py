@@ -9,7 +9,8 @@ import json
 import pytest
 
 from tests.conftest import cli, small_run, write_run
-from tlroutes.cli import EXIT_FAILED_JOBS, FAILURE_FILE
+from tlroutes.cli import EXIT_FAILED_JOBS
+from tlroutes.runfolder.failure import FAILURE_FILE
 
 
 @pytest.mark.parametrize("args, words", [

@@ -20,8 +20,6 @@ so at once instead of training into the same failure.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import sys
 import traceback
@@ -34,13 +32,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from tlroutes.errors import (
-    DataError,
     TLRoutesError,
-    TrainingDivergedError,
     clip_message,
     shorten,
 )
 from tlroutes.runfolder import write_json
+from tlroutes.runfolder.failure import FAILURE_FILE, REPEATING_ERRORS, is_recorded, read_failure
 
 if TYPE_CHECKING:
     from tlroutes.summary import Summary
@@ -85,12 +82,6 @@ def routes(
 
 #: Exit status of a Parallel Training run with failed jobs (see the module's docstring).
 EXIT_FAILED_JOBS = 3
-#: The record a stopped run leaves in its folder: what stopped it and whether a resume can fix it.
-FAILURE_FILE = "failed.json"
-#: Errors a resume with the same run file meets again: a resume repeats the run exactly (the
-#: same loss diverges at the same step), and the same data fails the same check.
-REPEATING_ERRORS: tuple[type[BaseException], ...] = (TrainingDivergedError, DataError)
-
 
 @app.command()
 def run(
@@ -109,17 +100,12 @@ def run(
     out = out or Path("runs") / run_file.stem
     if resume:
         _check_failure_record(run_file, out)
-    elif _is_main_process():
-        # A fresh start makes an earlier attempt's record stale (whatever stops this run
-        # records itself; a run killed outright must not be blocked by the last one's record).
-        _remove_failure_record(out)
     try:
         summary = run_file_(run_file, out, resume=resume, progress=not quiet)
     except BaseException as exc:
         _stopped(run_file, out, exc)
         raise  # _stopped re-raises deliberate errors with the advice; this is everything else
     if _is_main_process():
-        _remove_failure_record(out)
         console.print(summary_table([summary]))
         console.print(f"run folder: {out}  (summary.json, metrics.jsonl, checkpoints/)")
         failed = _failed_jobs(summary)
@@ -149,18 +135,15 @@ def _stopped(run_file: Path, out: Path, exc: BaseException) -> None:
 
     Refusals before the run starts (an invalid run file, a folder that holds another run) are
     ``ConfigError``s and other deliberate errors, printed as they are. A run that stopped while
-    training leaves :data:`FAILURE_FILE`.
+    training leaves ``failed.json`` (the runner writes it: :mod:`tlroutes.runfolder.failure`).
     """
     if not _is_main_process():
         return
     started = (out / "run.yaml").is_file()
-    training_error = isinstance(exc, REPEATING_ERRORS) or not isinstance(exc, TLRoutesError)
-    if not (started and training_error):
+    if not (started and is_recorded(exc)):
         return
-    repeats = isinstance(exc, REPEATING_ERRORS)
     kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
-    _write_failure_record(out, kind, str(exc) or kind, resumable=not repeats)
-    if repeats:
+    if isinstance(exc, REPEATING_ERRORS):
         advice = (f"The run stopped; {out} keeps what finished (report: {out}/report.html). "
                   "Resuming with the same run file would stop the same way (a resume repeats "
                   "the run exactly): change the run file (or the data) and start it in a new "
@@ -179,37 +162,17 @@ def _stopped(run_file: Path, out: Path, exc: BaseException) -> None:
     raise typer.Exit(1) from None
 
 
-def _write_failure_record(out: Path, kind: str, message: str, *, resumable: bool) -> None:
-    """:data:`FAILURE_FILE` in ``out``, written atomically (temporary file, rename) and never
-    through a symlink: a record that cannot be written is skipped, the run's error matters."""
-    record = {"error": kind, "message": shorten(message, 2000), "resumable": resumable}
-    with contextlib.suppress(OSError, TLRoutesError):
-        write_json(out / FAILURE_FILE, record, root=out)
-
-
-def _remove_failure_record(out: Path) -> None:
-    with contextlib.suppress(OSError):  # a stale record only makes a later --resume warier
-        (out / FAILURE_FILE).unlink(missing_ok=True)
-
-
 def _check_failure_record(run_file: Path, out: Path) -> None:
     """Refuse ``--resume`` of a run whose recorded failure a resume would only repeat."""
-    path = out / FAILURE_FILE
-    if path.is_symlink() or not path.is_file():
+    record = read_failure(out)
+    if record is None or record.resumable:
         return
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):  # a damaged record must not block a resume
-        return
-    if not isinstance(record, dict) or record.get("resumable", True) is not False:
-        return
-    message = shorten(str(record.get("message", "")), 1000)
     raise TLRoutesError(
-        f"The run in {out} stopped on {shorten(str(record.get('error', 'an error')))}: "
-        f"{message}\nResuming it with the same run file would stop the same way (a resume "
-        "repeats the run exactly), and a changed run file cannot resume this folder. Change "
-        f"the run file (or the data) and start it in a new --out. (Delete {path} to resume "
-        "anyway.)")
+        f"The run in {out} stopped on {shorten(record.error)}: "
+        f"{shorten(record.message, 1000)}\nResuming it with the same run file would stop the "
+        "same way (a resume repeats the run exactly), and a changed run file cannot resume this "
+        "folder. Change the run file (or the data) and start it in a new --out. (Delete "
+        f"{out / FAILURE_FILE} to resume anyway.)")
 
 
 @app.command()

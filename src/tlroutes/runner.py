@@ -39,6 +39,7 @@ from tlroutes.reporting.build import build_report
 from tlroutes.routes.common import RecipeSpec, parse_recipe
 from tlroutes.routes.registry import get_route, route_name, title_of
 from tlroutes.runfolder import RunLock, register_root, write_json, write_text
+from tlroutes.runfolder.failure import clear_failure, record_failure
 from tlroutes.runfolder.fingerprint import (
     FINGERPRINT_FILE,
     Fingerprint,
@@ -190,10 +191,12 @@ def _run_in(out: Path, resolved: Resolved, resume: bool, progress: bool | Progre
         summary = summaries[0] if spec.seeds == 1 else aggregate(summaries)
         if fabric.global_rank == 0:
             write_json_atomic(out / "summary.json", summary.to_dict())
+            clear_failure(out)  # an earlier attempt's record, now overcome
             # Before the tracker's finish, which uploads what the folder holds then.
             build_report(out)
     except BaseException as exc:
         if fabric.global_rank == 0:
+            record_failure(out, exc)  # before the report, which shows it
             _partial_report(out, exc)
         try:
             tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -255,6 +258,7 @@ def _open_folder(out: Path, resolved: Resolved,
         else:  # a new run, or a run folder from before fingerprints: recorded from now on
             write_json(saved_inputs, inputs.model_dump(mode="json"))
         if not resume:
+            clear_failure(out)  # a fresh start: an earlier attempt's record is stale
             write_text(out / "run.yaml", dump_run(resolved.spec))
             if resolved.plan is not None:
                 write_json(out / "plan.json", resolved.plan.to_dict())

@@ -15,6 +15,7 @@ from tlroutes.reporting.collect import RunData, collect
 from tlroutes.reporting.document import Cell, Code, Document, Image, Notice, Section, Table, Text
 from tlroutes.reporting.tables import NEGATIVE, fmt, fmt_spread, fmt_values, gain_text, seed_values
 from tlroutes.routes.registry import get_route, prose_of, title_of
+from tlroutes.runfolder.failure import read_failure
 from tlroutes.summary import Summary
 
 
@@ -47,6 +48,13 @@ def build_document(run: RunData, module: ModuleType, *, tsne: bool = True) -> Do
     if run.seeds > 1:
         subtitle += f" · {run.seeds} seeds"
     doc = Document(f"{title}: run report", subtitle)
+    failure = read_failure(run.folder)
+    if failure is not None:
+        advice = ("`tlroutes run … --resume` continues it" if failure.resumable else
+                  "a resume would stop the same way: change the run file or the data and start "
+                  "a new run folder")
+        doc.notices.append(Notice(f"**The run stopped on {failure.error}**: {failure.message} "
+                                  f"({advice}).", "bad"))
     for name, why in run.missing.items():
         label = "unfinished: missing" if name == "summary.json" else "missing"
         doc.notices.append(Notice(f"**{label} {name}** ({why})."))
