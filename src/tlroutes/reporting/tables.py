@@ -90,8 +90,11 @@ def summary_rows(summaries: list[Summary] | list[dict[str, Any]]) -> list[dict[s
         base = s.baseline or {}
         metrics_std = s.metrics_std or {}
         base_std = s.baseline_std or {}
+        # A route with variants (Domain Adaptation across label sets) names the one that ran.
+        variant = s.details.get("variant")
+        title = s.title if variant in (None, "closed") else f"{s.title} ({variant})"
         rows.append({
-            "route": s.title,
+            "route": title,
             "carried over / shared": s.carried_over,
             "metric": name,
             "transfer": fmt_spread(s.metrics.get(name), metrics_std.get(name)),
