@@ -63,7 +63,11 @@ from tlroutes.train.hardware import Hardware, make_fabric
 
 SHOT = "shot"
 """The source-free variant (SHOT), run as a method here: ``constraints.source_data: false``."""
-METHODS = (*list_alignments(), SHOT)
+PADA = "pada"
+"""The partial variant (PADA), run as a method here: ``variant: partial``; with
+``--target-classes`` the alignment methods run as ``variant: closed`` (one label set assumed, the
+baseline partial adaptation is measured against)."""
+METHODS = (*list_alignments(), SHOT, PADA)
 SHIFTS: dict[str, dict[str, float]] = {
     "rot40": {"rotation": 40.0},
     "rot35": {"rotation": 35.0},
@@ -75,13 +79,23 @@ SHIFTS: dict[str, dict[str, float]] = {
 
 def make_spec(args: argparse.Namespace, shift: str, method: str, selection: str, seed: int):
     """The run file (as a validated RunSpec) of one method on one shift for one seed."""
-    recipe = ({"variant": "source_free", "selection": selection} if method == SHOT else
-              {"method": method, "trade_off": args.trade_off, "selection": selection})
+    if method == SHOT:
+        recipe = {"variant": "source_free", "selection": selection}
+    elif method == PADA:
+        recipe = {"variant": "partial", "method": "dann", "trade_off": args.trade_off,
+                  "selection": selection}
+    else:
+        recipe = {"method": method, "trade_off": args.trade_off, "selection": selection}
+        if args.target_classes:
+            recipe["variant"] = "closed"
+    target = {"dataset": "digits", "task": "digit", "shift": SHIFTS[shift]}
+    if args.target_classes:
+        target["classes"] = list(args.target_classes)
     return parse_run({
         "route": "domain_adaptation",
         "seed": seed,
         "source": {"dataset": "digits", "task": "digit"},
-        "target": {"dataset": "digits", "task": "digit", "shift": SHIFTS[shift]},
+        "target": target,
         "model": {"trunk": args.trunk},
         "source_training": {"epochs": args.source_epochs, "lr": args.source_lr,
                             "batch_size": args.batch_size},
@@ -114,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["im", "snd", "source_accuracy", "target_accuracy"],
                         help="checkpoint selection rules (default im; target_accuracy reads "
                         "target labels and is an oracle, not a valid unsupervised result)")
+    parser.add_argument("--target-classes", type=int, nargs="+", default=None,
+                        help="a partial-label shift: the target holds only these digits (the "
+                        "source all ten); method pada is the partial variant, the others run "
+                        "as variant closed. Default: all ten")
     parser.add_argument("--trunk", default="cnn2d", choices=["cnn2d", "mlp"])
     parser.add_argument("--source-epochs", type=int, default=10)
     parser.add_argument("--source-lr", type=float, default=3e-3)
