@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from torch import Tensor
 
 from tlroutes.config import DataSpec, RunSpec, as_run_spec, load_run_file
-from tlroutes.errors import ConfigError, did_you_mean
+from tlroutes.errors import ConfigError, did_you_mean, shorten
 from tlroutes.measure.domain import VERDICT_SEEDS
 from tlroutes.measure.placement import PairEvidence, measure_pair
 from tlroutes.measure.transferability import TransferabilityEvidence, rank_trunks
@@ -153,6 +154,22 @@ def _as_run(obj: DataLike) -> RunSpec | None:
     return None
 
 
+def _job_data(name: str, job: object) -> DataSpec:
+    """A Parallel Training job's ``data`` block, validated (the route validates the rest)."""
+    job = {} if job is None else job
+    data = job.get("data") if isinstance(job, dict) else None
+    if not isinstance(job, dict) or not isinstance(data, (dict, type(None))):
+        what = "the job" if not isinstance(job, dict) else "its data"
+        raise ConfigError(
+            f"Parallel Training job '{shorten(name)}': {what} must be a mapping (data:, model:, "
+            f"training:), got {shorten(data if isinstance(job, dict) else job, quote=True)}.")
+    try:
+        return DataSpec.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(f"Parallel Training job '{shorten(name)}': its data block is not "
+                          f"valid: {shorten(exc.errors()[0]['msg'], 200)}.") from None
+
+
 def run_problems(spec: RunSpec, notes: list[str] | None = None) -> dict[str, Problem]:
     """The problems a run file joins, by name, loaded as its route would load them."""
     from tlroutes.data.load import load_problem
@@ -163,8 +180,7 @@ def run_problems(spec: RunSpec, notes: list[str] | None = None) -> dict[str, Pro
     if spec.problems:
         blocks = dict(spec.problems)
     elif isinstance(jobs, dict) and jobs:
-        blocks = {name: DataSpec.model_validate((job or {}).get("data") or {})
-                  for name, job in jobs.items()}
+        blocks = {name: _job_data(name, job) for name, job in jobs.items()}
     else:
         if spec.source is None:
             notes.append("The source is a pretrained model (source: null): there is no source "
