@@ -35,8 +35,8 @@ REPORT_PACKAGES = ("report", "reporting")
 #: Mirrors DESIGN: cli → runner/planner → routes → (measure, train, report) → (model, objectives,
 #: data, backbones) → (problem, matrix, config, errors); report split as said above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("errors", "checks", "problem", "matrix", "config", "seeding", "summary",
-                    "runfolder")),
+    ("foundation", ("errors", "checks", "problem", "lazy_inputs", "matrix", "config", "seeding",
+                    "summary", "runfolder")),
     ("parts", (
         "model", "lora", "objectives", "data", "backbones", "cube_picture",
         # report primitives (the package's own namespace holds primitives only)

@@ -4,7 +4,8 @@ A problem is data + a task + a domain. The task lives at the model's output side
 domain at its input side (which stem). Conventions for tensors in a :class:`Split`:
 
 - ``x``: float tensor of shape ``(N, *domain.input_shape)``; images are ``(C, H, W)``, signals
-  ``(C, L)``, tabular ``(D,)``, text token ids ``(T,)`` (long).
+  ``(C, L)``, tabular ``(D,)``, text token ids ``(T,)`` (long). Data too large to hold is a
+  :class:`~tlroutes.lazy_inputs.LazyInputs` instead, which reads the samples it is indexed by.
 - ``y``: classification: long ``(N,)`` with values in ``[0, len(task.labels))``; multilabel: float
   ``(N, K)`` of 0/1; regression: float ``(N, K)`` with ``K = task.num_outputs``.
 """
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from tlroutes.errors import DataError
+from tlroutes.lazy_inputs import LazyInputs
 
 TaskKind = Literal["classification", "multilabel", "regression"]
 Modality = Literal["image", "signal", "tabular", "text"]
@@ -89,9 +91,13 @@ class Domain:
 
 @dataclass
 class Split:
-    """One split of a problem, held in memory: inputs ``x`` and targets ``y`` (see module doc)."""
+    """One split of a problem: inputs ``x`` and targets ``y`` (see module doc).
 
-    x: Tensor
+    Targets are always held in memory; inputs are a tensor or, read on demand, a
+    :class:`~tlroutes.lazy_inputs.LazyInputs`.
+    """
+
+    x: Tensor | LazyInputs
     y: Tensor
     # (the y tensor counted, width, counts): counting is O(N) but asked for by inspect, plan and
     # the report for the same split; keyed on the tensor's identity so that a reassigned y is
@@ -128,9 +134,15 @@ class Split:
         self._counts = (y, width, out)
         return out
 
+    @property
+    def is_lazy(self) -> bool:
+        """True when the inputs are read on demand (:class:`~tlroutes.lazy_inputs.LazyInputs`)."""
+        return isinstance(self.x, LazyInputs)
+
     def subset(self, index: Tensor) -> Split:
-        """The samples at ``index`` (a long tensor of positions)."""
-        return Split(self.x[index], self.y[index])
+        """The samples at ``index`` (a long tensor of positions); lazy inputs stay lazy."""
+        x = self.x.subset(index) if isinstance(self.x, LazyInputs) else self.x[index]
+        return Split(x, self.y[index])
 
 
 @dataclass
@@ -200,7 +212,9 @@ class Problem:
                 raise DataError(
                     f"{where}: {split.x.shape[0]} inputs but {split.y.shape[0]} targets."
                 )
-            if split.x.is_floating_point() and not bool(torch.isfinite(split.x).all()):
+            # lazy inputs are checked by their source as they are read
+            if (not split.is_lazy and split.x.is_floating_point()
+                    and not bool(torch.isfinite(split.x).all())):
                 bad = int((~torch.isfinite(split.x)).flatten(1).any(1).sum())
                 raise DataError(
                     f"{where}: {bad} sample(s) contain NaN or Inf inputs; clean or drop them."
