@@ -1,21 +1,27 @@
 # Two commands do everything on a fresh clone: `make demo` and `make test`.
-# Each creates the virtual environment on first use. torch is installed first, pinned to the
-# CPU build this kind of machine keeps on disk, so that the project's range needs no CUDA build.
+# Each creates the virtual environment on first use. torch is installed first, as a pair with the
+# torchvision built against it (timm and the image transforms need both to load together):
+# x86_64 takes torch 2.14.1 + torchvision 0.29.1 (a CUDA build that also runs on the CPU; the
+# pair lies on this kind of machine's disk), aarch64 the CPU pair torch 2.9.1 + torchvision 0.24.1.
+# PyPI's torchvision does not load beside the CPU-only torch 2.13.0 that this machine also keeps.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tlroutes-installed
 export OMP_NUM_THREADS ?= 2
+ARCH   := $(shell uname -m)
+TORCH_PAIR := $(if $(filter aarch64 arm64,$(ARCH)),torch==2.9.1 torchvision==0.24.1,torch==2.14.1 torchvision==0.29.1)
 
 .PHONY: demo test calibration lint setup browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "torch==2.13.0" \
-		|| $(BIN)/python -m pip install --quiet "torch>=2.2,<3"
-	$(BIN)/python -m pip install --quiet -e ".[dev,vision,text,lora,ray,tensorboard,mlflow,torchjd]"
+	$(BIN)/python -c "import torch, torchvision" 2>/dev/null \
+		|| $(BIN)/python -m pip install --quiet $(TORCH_PAIR) \
+		|| $(BIN)/python -m pip install --quiet "torch>=2.2,<3" torchvision
+	$(BIN)/python -m pip install --quiet -e ".[dev,data,vision,text,lora,ray,tensorboard,mlflow,torchjd]"
 	touch $(STAMP)
 
 setup: $(STAMP)
