@@ -116,18 +116,23 @@ class LazyInputs:
         return self.load_rows(self._positions(key))
 
     # -- reading --------------------------------------------------------------------------------
-    def load_rows(self, rows: Sequence[int], *, augment_seed: int | None = None) -> Tensor:
+    def load_rows(self, rows: Sequence[int], *, augment_seed: int | None = None,
+                  slots: Sequence[int] | None = None) -> Tensor:
         """The samples at reader positions ``rows``, stacked to ``(len(rows), *sample_shape)``.
 
         ``augment_seed`` None (default) reads through ``transform``; otherwise through
         ``train_transform`` with sample ``k`` of the batch under seed
-        ``derive_seed(augment_seed, k)`` (the global RNG is restored afterwards).
+        ``derive_seed(augment_seed, slots[k])`` (the global RNG is restored afterwards).
+        ``slots`` None (default) is ``0, 1, …``; a data-parallel rank reading its share of a
+        global batch passes the global positions, so each sample is augmented as one process
+        would augment it.
         """
         if augment_seed is None or self.train_transform is None:
             out = [self.transform(self.reader.read(r)) for r in rows]
         else:
             out = []
-            for k, r in enumerate(rows):
+            slots = range(len(rows)) if slots is None else slots
+            for k, r in zip(slots, rows, strict=True):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(derive_seed(augment_seed, k))
                     out.append(self.train_transform(self.reader.read(r)))
@@ -135,10 +140,10 @@ class LazyInputs:
             return torch.empty((0, *self.sample_shape), dtype=self.dtype)
         return torch.stack(out).to(self.dtype)
 
-    def load(self, positions: Sequence[int] | Tensor, *, augment_seed: int | None = None
-             ) -> Tensor:
+    def load(self, positions: Sequence[int] | Tensor, *, augment_seed: int | None = None,
+             slots: Sequence[int] | None = None) -> Tensor:
         """The samples at ``positions`` of this object (not of the reader); see :meth:`load_rows`."""
-        return self.load_rows(self._positions(positions), augment_seed=augment_seed)
+        return self.load_rows(self._positions(positions), augment_seed=augment_seed, slots=slots)
 
     def subset(self, positions: Tensor) -> LazyInputs:
         """A view of the samples at ``positions`` (a long tensor), still read lazily."""
