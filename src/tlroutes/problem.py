@@ -74,11 +74,17 @@ class Domain:
         modality: ``"image"``, ``"signal"``, ``"tabular"`` or ``"text"``.
         input_shape: the shape of one sample, e.g. ``(1, 8, 8)`` for an 8×8 grey image or
             ``(1, 40)`` for a one-channel signal of length 40.
+        normalization: the per-channel ``(mean, std)`` the inputs were normalised with by their
+            transform (values scaled to [0, 1] first), so a stem that normalises itself (the
+            ``imagenet`` stem) can undo it; None (default): the inputs are as the data holds
+            them. Not part of the domain's identity.
     """
 
     name: str
     modality: Modality
     input_shape: tuple[int, ...]
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = field(
+        default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from tlroutes.backbones.pretrained.stems import IMAGENET_MEAN, IMAGENET_STD
+from tlroutes.backbones.inputs import IMAGENET_MEAN, IMAGENET_STD, InputConfig
 from tlroutes.backbones.pretrained.weights import load_pretrained
 from tlroutes.backbones.registry import register_trunk
 from tlroutes.errors import ConfigError, DataError, require_extra
@@ -127,3 +127,8 @@ def efficientnet_lite0(
 
 
 efficientnet_lite0.input_kind = "image"  # type: ignore[attr-defined]
+# The ImageNet evaluation input of EfficientNet-Lite0 (224 px, bilinear, ImageNet statistics);
+# image transforms take their defaults from it (tlroutes.data.transforms).
+efficientnet_lite0.input_config = InputConfig(  # type: ignore[attr-defined]
+    size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear",
+    channels=3, pretrained=True)

@@ -14,24 +14,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tlroutes.backbones.inputs import IMAGENET_MEAN, IMAGENET_STD
 from tlroutes.backbones.registry import register_stem
 from tlroutes.backbones.stems import Stem
 from tlroutes.errors import ConfigError, DataError
 from tlroutes.problem import Domain
-
-#: Per-channel RGB mean and standard deviation of ImageNet, for inputs scaled to [0, 1].
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-
 
 
 @register_stem("imagenet")
 class ImageNetStem(Stem):
     """Image → image, the input a pretrained ImageNet trunk expects; no learned parameters.
 
-    Steps: ``(x - low) / (high - low)`` to [0, 1]; resize to ``size`` (bilinear); repeat a grey
-    channel to ``width`` (3) channels; subtract ``mean`` and divide by ``std`` per channel.
+    Steps: ``(x - low) / (high - low)`` to [0, 1] (inputs a transform normalised, as
+    ``domain.normalization`` says, are instead un-normalised to [0, 1]); resize to ``size``
+    (bilinear); repeat a grey channel to ``width`` (3) channels; subtract ``mean`` and divide by
+    ``std`` per channel.
 
     Args:
         size: output side (int) or ``(H, W)``. Default ``64`` (an 8×8 digit becomes 64×64);
@@ -89,10 +86,22 @@ class ImageNetStem(Stem):
         self.register_buffer(
             "std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
         )
+        # Inputs a transform already normalised (domain.normalization) are first brought back to
+        # [0, 1], so that this stem's own statistics apply once, whatever the transform used.
+        given = domain.normalization
+        in_mean, in_std = given if given is not None else ((0.0,), (1.0,))
+        self.undo = given is not None
+        self.register_buffer("in_mean", torch.tensor(in_mean, dtype=torch.float32).view(
+            1, -1, 1, 1), persistent=False)
+        self.register_buffer("in_std", torch.tensor(in_std, dtype=torch.float32).view(
+            1, -1, 1, 1), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check(x)
-        x = (x.float() - self.low) / (self.high - self.low)
+        if self.undo:
+            x = x.float() * self.in_std + self.in_mean
+        else:
+            x = (x.float() - self.low) / (self.high - self.low)
         if tuple(x.shape[-2:]) != self.size:
             down = x.shape[-2] > self.size[0] or x.shape[-1] > self.size[1]
             x = F.interpolate(
