@@ -33,6 +33,7 @@ from tlroutes.config import (
     dump_run,
     iter_specs,
 )
+from tlroutes.data.sources.splitting import run_folder
 from tlroutes.errors import ConfigError, RunFolderError, TLRoutesError
 from tlroutes.measure.placement import following, forget_last_placement, last_placement
 from tlroutes.reporting.build import build_report
@@ -181,7 +182,9 @@ def _run_in(out: Path, resolved: Resolved, resume: bool, progress: bool | Progre
             forget_last_placement()
             # A planned run checks its route's cell with its plan's placement: each seed's data
             # is another draw, and measured again a borderline pair could refuse the plan.
-            with following(resolved.plan.placements if resolved.plan is not None else []):
+            # Automatic splits of unsplit data are kept in the seed's folder and reused on resume.
+            with following(resolved.plan.placements if resolved.plan is not None else []), \
+                    run_folder(folder):
                 summary = module.run(one, recipe, trainer).model_copy(
                     update={"seed": seed, "route": spec.route, "title": title_of(module)})
             _add_label_relation(summary)
