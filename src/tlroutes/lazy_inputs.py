@@ -142,7 +142,8 @@ class LazyInputs:
 
     def load(self, positions: Sequence[int] | Tensor, *, augment_seed: int | None = None,
              slots: Sequence[int] | None = None) -> Tensor:
-        """The samples at ``positions`` of this object (not of the reader); see :meth:`load_rows`."""
+        """The samples at ``positions`` of this object (not of the reader); see
+        :meth:`load_rows`."""
         return self.load_rows(self._positions(positions), augment_seed=augment_seed, slots=slots)
 
     def subset(self, positions: Tensor) -> LazyInputs:
