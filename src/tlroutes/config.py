@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tlroutes.errors import ConfigError, did_you_mean, shorten
 
@@ -55,6 +63,8 @@ MAX_SEED = 2**63 - 1
 #: Devices and machines of one run (Lightning's own limits are far below an int overflow).
 MAX_DEVICES = 1024
 MAX_NODES = 100_000
+#: Data-loading worker processes per training process (each is a process with its own memory).
+MAX_WORKERS = 64
 #: The largest batch (indices are 32-bit integers in some kernels).
 MAX_BATCH = 2**31 - 1
 #: Bytes a batch needs per sample at the least (its index, its random draw, its label, a few
@@ -113,6 +123,51 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
+class TransformSpec(_Spec):
+    """Image transforms of one problem (``data.transforms``): how every image becomes a tensor,
+    and the augmentations of training batches. Defaults come from the trunk
+    (:class:`tlroutes.backbones.inputs.InputConfig`); see :mod:`tlroutes.data.transforms`."""
+
+    size: int | tuple[int, int] | None = Field(
+        None, description="Output side in pixels, or [height, width]. Default: the trunk's input "
+        "size (224 for efficientnet_lite0), else the most common size among the images.",
+    )
+    resize: Literal["crop", "stretch"] = Field(
+        "crop", description="'crop': resize the shorter side to size / crop_pct, then cut the "
+        "centre (aspect kept); 'stretch': resize to exactly size (aspect not kept). "
+        "Default 'crop'.",
+    )
+    crop_pct: float = Field(
+        1.0, gt=0.0, le=1.0, description="With resize 'crop': the share of the resized image "
+        "the centre crop keeps (timm's crop_pct, e.g. 0.875). Default 1.0 (no margin).",
+    )
+    interpolation: Literal["nearest", "bilinear", "bicubic"] | None = Field(
+        None, description="How images are resized. Default: the trunk's, else 'bilinear'.",
+    )
+    mean: list[float] | None = Field(
+        None, min_length=1, max_length=4, description="Per-channel mean of images scaled to "
+        "[0, 1], subtracted after scaling. Default: the trunk's; ImageNet's for a pretrained "
+        "3-channel trunk that declares none; else none (values stay in [0, 1]).",
+    )
+    std: list[float] | None = Field(
+        None, min_length=1, max_length=4, description="Per-channel standard deviation, divided "
+        "by after subtracting the mean (positive). Default: as mean.",
+    )
+    mode: Literal["auto", "RGB", "L"] = Field(
+        "auto", description="Colour mode every image is converted to: 'RGB' (3 channels), 'L' "
+        "(grey, 1 channel) or 'auto': the trunk's (RGB for a 3-channel trunk), else the mode "
+        "most images have. Default 'auto'.",
+    )
+    train: list[str | dict[str, dict[str, Any] | None]] = Field(
+        default_factory=list, max_length=32, description="Training-time augmentations, in "
+        "order, each a name or {name: {parameter: value}}: random_resized_crop (scale, ratio), "
+        "random_crop (padding, padding_mode), horizontal_flip (p), vertical_flip (p), rotation "
+        "(degrees), color_jitter (brightness, contrast, saturation, hue), gaussian_blur "
+        "(kernel_size, sigma), trivial_augment, rand_augment (num_ops, magnitude), "
+        "random_erasing (p, scale). Default [] (training reads images as evaluation does).",
+    )
+
+
 class DataSpec(_Spec):
     """One problem's data."""
 
@@ -165,6 +220,19 @@ class DataSpec(_Spec):
         None, description=".npz data: the modality. Default: image for 3-D samples (C, H, W), "
         "signal for 2-D (C, L), tabular for 1-D.",
     )
+    transforms: TransformSpec = Field(
+        default_factory=TransformSpec, description="Image data: per-split transforms and "
+        "training augmentations (see TransformSpec). Default: the trunk's input size and "
+        "statistics, no augmentation.",
+    )
+    on_bad_file: Literal["error", "skip"] = Field(
+        "error", description="Image data: a file that is not a readable image stops loading "
+        "with its name ('error'), or is left out, counted and listed in a warning ('skip'). "
+        "Default 'error'.",
+    )
+    # The run's model.trunk, set by RunSpec (not a run-file key), so that image transforms take
+    # their defaults from the trunk without every caller of load_problem passing it.
+    _trunk: str | None = PrivateAttr(None)
 
 
 class ModelSpec(_Spec):
@@ -244,6 +312,10 @@ class Hardware:
         precision: ``"32-true"`` (default), ``"bf16-mixed"``, ``"16-mixed"``, ``"64-true"``.
         threads: CPU threads per process; None (default) divides the machine's cores among the
             processes on it, so that two processes on two cores do not oversubscribe them.
+        workers: data-loading worker processes per training process, for lazily read data;
+            None (default) is ``min(4, cores - 1)`` (see :mod:`tlroutes.train.loading`).
+        eval_batch_size: samples per evaluation forward pass; None (default) sizes it to
+            memory (see :func:`tlroutes.train.loading.eval_batch_size`).
     """
 
     accelerator: str = "auto"
@@ -251,6 +323,8 @@ class Hardware:
     num_nodes: int = 1
     precision: str = "32-true"
     threads: int | None = None
+    workers: int | None = None
+    eval_batch_size: int | None = None
 
     @property
     def distributed(self) -> bool:
@@ -273,6 +347,17 @@ class HardwareSpec(_Spec):
     threads: int | None = Field(
         None, ge=1, description="CPU threads per process, at most the machine's cores. "
         "Default: cores ÷ processes.",
+    )
+    workers: int | None = Field(
+        None, ge=0, le=MAX_WORKERS, description="Data-loading worker processes (per training "
+        "process) that read and transform lazily held data (image folders, large tables) ahead "
+        "of the training step; 0 reads in the training process. In-memory data needs none. "
+        "Default: min(4, cores - 1).",
+    )
+    eval_batch_size: int | None = Field(
+        None, ge=1, le=MAX_BATCH, description="Samples per evaluation forward pass. Default: "
+        "sized to memory — at most 64 MiB of inputs per batch (1/32 of the available memory on "
+        "a small machine), at most 1,024 samples: 111 images of 3×224×224, 1,024 8×8 digits.",
     )
 
     @field_validator("threads")
@@ -422,6 +507,13 @@ class RunSpec(_Spec):
         default_factory=TrackingSpec, description="Experiment tracking: TensorBoard and MLflow, "
         "besides metrics.jsonl. Default: metrics.jsonl only.",
     )
+
+    @model_validator(mode="after")
+    def _tell_data_the_trunk(self) -> RunSpec:
+        for block in (self.source, self.target, *self.problems.values()):
+            if block is not None:
+                block._trunk = self.model.trunk
+        return self
 
 
 def load_run_file(path: str | Path) -> RunSpec:
