@@ -174,16 +174,23 @@ class DataSpec(_Spec):
     dataset: str = Field(
         "digits",
         description="A built-in generator ('digits': scikit-learn's 8×8 digits; 'mnist1d': "
-        "procedural 1-D signals) or a path to an .npz file with arrays x_train, y_train, x_val, "
-        "y_val, x_test, y_test (and optionally 'labels', the label names). Default 'digits'.",
+        "procedural 1-D signals) or a path: an .npz archive (x_train, y_train, x_val, y_val, x_test, y_test, "
+        "or unsplit x and y; optional 'labels', the label names; y may be left out for an "
+        "unlabelled target), a table (.csv, .tsv, .parquet; see label, features, text, "
+        "split_column, domain_column), or a folder saved by Hugging Face datasets' "
+        "save_to_disk (a Dataset or a DatasetDict with train/validation/test splits). Data "
+        "without pre-made splits is split by `split` (stratified, seeded) and the lists are kept "
+        "in the run folder. Default 'digits'.",
     )
     task: str = Field(
         "digit",
         description="Built-in data: the task variant — 'digit' (10 classes), 'parity', 'gt4' "
         "(greater than 4), 'properties' (multilabel: even, >4, prime, loop) or 'position' "
         "(regression: where the digit sits on a larger canvas). "
-        ".npz data: the task kind — 'classification', 'multilabel' or 'regression'. "
-        "Default 'digit'.",
+        "Files and folders: the task kind — 'classification', 'multilabel' or 'regression'; "
+        "the default 'digit' there means 'read it from the labels': integers, strings and "
+        "booleans are a classification, real-valued (float) targets an error asking for "
+        "'regression'. Default 'digit'.",
     )
     shift: dict[str, float] = Field(
         default_factory=dict,
@@ -191,8 +198,10 @@ class DataSpec(_Spec):
         "inversion (1 = on), noise (Gaussian sigma), blur (sigma, pixels), scale (zoom factor). "
         "Signals: noise, shear, translation (the MNIST-1D generator's knobs). Default {} (none).",
     )
-    classes: list[int] | None = Field(
-        None, description="Built-in data: keep only these digit classes. Default: all ten."
+    classes: list[int | str] | None = Field(
+        None, description="Keep only these classes, in this order (they are renumbered): "
+        "built-in data: digits 0-9; files: label names, or integer ids into the labels. "
+        "Default: all.",
     )
     canvas: int | None = Field(
         None, ge=1, le=MAX_CANVAS, description="Built-in data: paste every sample at a random "
@@ -219,6 +228,44 @@ class DataSpec(_Spec):
     modality: Literal["image", "signal", "tabular", "text"] | None = Field(
         None, description=".npz data: the modality. Default: image for 3-D samples (C, H, W), "
         "signal for 2-D (C, L), tabular for 1-D.",
+    )
+    label: str | None = Field(
+        None, description="Tables and datasets folders: the label (target) column. Default: "
+        "the column named 'label' when there is one, else an error listing the columns.",
+    )
+    labels: list[str] | None = Field(
+        None, min_length=2, description="Files: the class names in id order. String labels are "
+        "matched by name (a label not in the list is an error naming it); integer labels are "
+        "ids into the list. Default: the sorted distinct labels found (an .npz archive's own "
+        "'labels' array when it has one).",
+    )
+    features: list[str] | None = Field(
+        None, min_length=1, description="Tables and datasets folders: the numeric input columns, "
+        "in this order. Default: every column but the label, text, split and domain columns.",
+    )
+    text: str | None = Field(
+        None, description="Tables and datasets folders: a text column, tokenised by the trunk's "
+        "tokenizer (trunk minilm_l6) into text_length token ids; the problem is then a text "
+        "problem. Default: none.",
+    )
+    text_length: int = Field(
+        64, ge=2, le=4096, description="Token ids per text (truncated or padded). Default 64.",
+    )
+    split_column: str | None = Field(
+        None, description="Tables and datasets folders: a column holding each row's split "
+        "('train', 'val' or 'validation', 'test'); rows keep those splits instead of automatic "
+        "ones. Default: none (split automatically by `split`).",
+    )
+    domain_column: str | None = Field(
+        None, description="Tables and datasets folders: a column naming each row's domain (a "
+        "site, an island, a scanner), so that one table holds several domains; with "
+        "domain_value, this problem takes the rows of one domain. The column is never a "
+        "feature. (Not `domain:`, which names this problem's domain.) Default: none.",
+    )
+    domain_value: str | int | None = Field(
+        None, description="With domain_column: the value whose rows are this problem (e.g. "
+        "source rows 'site A', target rows 'site B'); it is also the domain's name unless "
+        "`domain` is given. Default: none (then domain_column is an error listing its values).",
     )
     transforms: TransformSpec = Field(
         default_factory=TransformSpec, description="Image data: per-split transforms and "
