@@ -308,12 +308,30 @@ class ModelSpec(_Spec):
 
 
 class TrainSpec(_Spec):
-    """How one stage trains."""
+    """How one stage trains.
 
-    epochs: int = Field(10, ge=1, le=MAX_EPOCHS, description="Passes over the training data "
-                        f"(at most {MAX_EPOCHS:,}). Default 10.")
-    batch_size: int = Field(64, ge=1, description="Samples per step (over all processes); at "
-                            "most what fits in memory. Default 64.")
+    A stage's length is given one way: ``epochs`` (passes over the training data, the default)
+    or ``steps`` (optimizer steps, whatever the data's size); giving both is an error.
+    """
+
+    epochs: int | None = Field(
+        None, ge=1, le=MAX_EPOCHS, description="The stage's length in passes over the training "
+        f"data (over its longest stream; at most {MAX_EPOCHS:,}). Default 10 when `steps` is "
+        "not given; give epochs or steps, not both.")
+    steps: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="The stage's length in optimizer steps, for data "
+        "of any size (the learning-rate schedule spans them). Default: none (`epochs` sets the "
+        "length).")
+    val_every_steps: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="Validate — select the best weights, count "
+        "patience and checkpoint — every this many steps, and at the end. Default: once per "
+        "epoch (one pass over the longest training stream).")
+    batch_size: int = Field(
+        64, ge=1, description="Samples per step from EACH training stream, over all processes "
+        "(a data-parallel run splits them). A stage with several streams draws batch_size from "
+        "each: Domain Adaptation's 64 is 64 source + 64 unlabelled target samples (+ 64 labelled "
+        "target ones when given) per step; a single stream, or Dataset Merging's mixed one, "
+        "draws 64 in all. At most what fits in memory. Default 64.")
     lr: float = Field(1e-3, gt=0, description="Base learning rate. Default 1e-3.")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay. Default 0.")
     optimizer: Literal["adamw", "adam", "sgd"] = Field(
@@ -325,8 +343,8 @@ class TrainSpec(_Spec):
     warmup_steps: int = Field(0, ge=0, le=MAX_STEPS, description="Linear warm-up steps. "
                               "Default 0.")
     patience: int | None = Field(
-        None, ge=1, le=MAX_EPOCHS, description="Early stopping: epochs without validation "
-        "improvement before stopping. Default: never stop early.",
+        None, ge=1, le=MAX_EPOCHS, description="Early stopping: validations (epochs, or rounds "
+        "of val_every_steps) without improvement before stopping. Default: never stop early.",
     )
     grad_clip: float | None = Field(
         None, gt=0, description="Clip the gradient norm to this value. Default: no clipping."
@@ -344,6 +362,24 @@ class TrainSpec(_Spec):
             raise ValueError(f"batch_size must be at most {MAX_BATCH:,}: batch indices are "
                              "32-bit integers in some kernels")
         return value
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainSpec:
+        # One meaning for a stage's length: steps when given, else epochs (default 10).
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError(f"give the stage's length as epochs ({self.epochs}) or as steps "
+                             f"({self.steps}), not both")
+        if self.steps is None and self.epochs is None:
+            self.epochs = 10
+        return self
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The stage's optimizer steps, given how many steps one epoch takes."""
+        return self.steps if self.steps is not None else self.epochs * steps_per_epoch
+
+    def length(self) -> str:
+        """The stage's length in words: ``'5 epochs'`` or ``'2,000 steps'``."""
+        return f"{self.steps:,} steps" if self.steps is not None else f"{self.epochs} epochs"
 
 
 @dataclass

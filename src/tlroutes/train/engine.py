@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tlroutes.train.tracking import Tracker
 
 from tlroutes.errors import CheckpointError, ConfigError, TrainingDivergedError
+from tlroutes.lazy_inputs import LazyInputs
 from tlroutes.model import apply_frozen_state
 from tlroutes.runfolder import register_root, write_json
 from tlroutes.runfolder.reads import read_done
@@ -40,6 +41,7 @@ from tlroutes.train.checkpoint import (
     save_weights_atomic,
 )
 from tlroutes.train.hardware import Hardware, make_fabric
+from tlroutes.train.loading import DataLoading, eval_batches, set_data_loading
 from tlroutes.train.metrics_log import MetricsLog
 from tlroutes.train.progress import ProgressReporter
 from tlroutes.train.seeding import derive_seed, get_rng_state, seed_everything, set_rng_state
@@ -63,15 +65,21 @@ class Stage:
             without gradients). Model selection and early stopping read only this.
         monitor: the key of ``validate()``'s result to select on. Default ``"accuracy"``.
         mode: ``"max"`` (default) or ``"min"``: whether a larger monitored value is better.
-        epochs: passes over the longest stream. Default 10.
+        epochs: the stage's length in passes over the longest stream (``epochs ×
+            steps_per_epoch`` steps). Default 10; ignored when ``steps`` is given.
+        steps: the stage's length in optimizer steps, whatever the data's size. Default None
+            (``epochs`` sets it).
+        val_every_steps: validate (and select, early-stop and checkpoint) every this many
+            steps, and at the end. Default None: once per epoch (``steps_per_epoch``). The
+            records' ``epoch`` counts these validation rounds; ``step`` counts steps.
         lr: base learning rate. Default 1e-3.
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD). Default 0.
         optimizer: ``"adamw"`` (default), ``"adam"`` or ``"sgd"`` (momentum 0.9).
         scheduler: ``"cosine"`` (default; decays to 0 over all steps, after warmup) or
             ``"constant"``.
         warmup_steps: linear warm-up steps. Default 0.
-        patience: stop after this many epochs without improvement; None (default) never stops
-            early.
+        patience: stop after this many validations (epochs) without improvement; None
+            (default) never stops early.
         param_groups: optimizer parameter groups (e.g. from
             :func:`tlroutes.model.param_groups`); None (default) takes every trainable
             parameter of ``step`` at ``lr``.
@@ -94,7 +102,9 @@ class Stage:
     validate: Callable[[], dict[str, float]]
     monitor: str = "accuracy"
     mode: Literal["max", "min"] = "max"
-    epochs: int = 10
+    epochs: int | None = 10
+    steps: int | None = None
+    val_every_steps: int | None = None
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: str = "adamw"
@@ -169,7 +179,13 @@ class Trainer:
         self.keep_checkpoints = keep_checkpoints
         self.seed = seed
         self.resume = resume
-        self.fabric = fabric or make_fabric(hardware or Hardware())
+        hardware = hardware or Hardware()
+        self.fabric = fabric or make_fabric(hardware)
+        # Lazily read data (streams and evaluate_split) follows the run's hardware settings.
+        set_data_loading(DataLoading(
+            workers=-1 if hardware.workers is None else hardware.workers,
+            eval_batch_size=hardware.eval_batch_size,
+            pin_memory=self.fabric.device.type == "cuda"))
         first = self.fabric.global_rank == 0
         self.is_main = first
         self.progress = (
@@ -225,7 +241,10 @@ class Trainer:
         for s in stage.streams.values():
             s.rank, s.world_size = fabric.global_rank, fabric.world_size
             s.to(fabric.device)
-        steps = stage.steps_per_epoch or max(s.steps_per_pass for s in stage.streams.values())
+        per_pass = stage.steps_per_epoch or max(s.steps_per_pass for s in stage.streams.values())
+        total = stage.steps if stage.steps is not None else per_pass * stage.epochs
+        every = min(stage.val_every_steps or per_pass, total)
+        rounds = math.ceil(total / every)
         raw = stage.step.to(fabric.device)
         found = resume_checkpoint(folder, raw) if self.resume else None
         state = None
@@ -241,7 +260,7 @@ class Trainer:
         dtype = weights_dtype(raw)
         for s in stage.streams.values():
             s.to(fabric.device, dtype)
-        scheduler = _make_scheduler(stage, optimizer, steps * stage.epochs)
+        scheduler = _make_scheduler(stage, optimizer, total)
 
         start, history, best, best_epoch, bad = 0, [], None, -1, 0
         if state is not None:
@@ -258,15 +277,19 @@ class Trainer:
         stopped_early = (state is not None and stage.patience is not None
                          and bad >= stage.patience)
         if stopped_early:
-            start = stage.epochs
-        self.progress.start_stage(stage.name, stage.epochs, steps, start)
+            start = rounds
+        self.progress.start_stage(stage.name, rounds, every, start)
+        for s in stage.streams.values():
+            self.progress.note(f"[{stage.name}] {s.describe()}")
         try:
-            for epoch in range(start, stage.epochs):
+            for epoch in range(start, rounds):
                 t0 = time.perf_counter()
-                train = self._train_epoch(stage, module, optimizer, scheduler, epoch, steps)
+                first = epoch * every
+                n = min(every, total - first)
+                train = self._train_epoch(stage, module, optimizer, scheduler, epoch, first, n)
                 if stage.on_epoch_end is not None:
                     stage.on_epoch_end()
-                record = {"stage": stage.name, "epoch": epoch, **train}
+                record = {"stage": stage.name, "epoch": epoch, "step": first + n, **train}
                 record.update({f"val_{k}": float(v) for k, v in self._validate(stage).items()})
                 score = record.get(f"val_{stage.monitor}")
                 if score is None:
@@ -297,12 +320,15 @@ class Trainer:
                     })
                 fabric.barrier()
                 self.log.append(record)
-                self.progress.end_epoch(record, stage.epochs)
+                self.progress.end_epoch(record, rounds)
                 if stage.patience is not None and bad >= stage.patience:
                     stopped_early = True
                     break
         finally:
             self.progress.end_stage()
+            for s in stage.streams.values():
+                if hasattr(s, "close"):
+                    s.close()
         if stage.restore_best and best_epoch >= 0:
             self._restore_best(raw, folder, best_epoch)
         result = StageResult(stage.name, best_epoch, float(best), len(history), stopped_early,
@@ -315,8 +341,9 @@ class Trainer:
         return result
 
     def _train_epoch(
-        self, stage, module, optimizer, scheduler, epoch: int, steps: int
+        self, stage, module, optimizer, scheduler, epoch: int, first_step: int, steps: int
     ) -> dict[str, float]:
+        """Train global steps ``first_step … first_step + steps - 1`` (one validation round)."""
         module.train()
         for frozen in stage.eval_modules:
             frozen.eval()
@@ -331,7 +358,6 @@ class Trainer:
             forward, step_optimizer, backward = module, optimizer, self.fabric.backward
         total = torch.zeros((), device=self.fabric.device)
         logs: dict[str, Tensor] = {}
-        first_step = epoch * steps
         tick = max(1, steps // 20)
         for i in range(steps):
             batch = {name: s.batch(first_step + i) for name, s in streams}
@@ -451,8 +477,12 @@ def _wrappers_pass_through(fabric: Fabric) -> bool:
 
 
 def _check_stage(stage: Stage) -> None:
-    if stage.epochs < 1:
+    if stage.steps is None and (stage.epochs is None or stage.epochs < 1):
         raise ConfigError(f"Stage '{stage.name}': epochs must be at least 1, got {stage.epochs}.")
+    for key in ("steps", "val_every_steps"):
+        value = getattr(stage, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"Stage '{stage.name}': {key} must be at least 1, got {value}.")
     if not stage.streams:
         raise ConfigError(f"Stage '{stage.name}' has no training streams.")
     if stage.optimizer not in OPTIMIZERS:
@@ -507,20 +537,27 @@ def _make_scheduler(stage: Stage, optimizer, total_steps: int):
 
 
 def evaluate_split(
-    model: nn.Module, forward: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 1024
+    model: nn.Module, forward: Callable[[Tensor], Tensor], x: Tensor | LazyInputs,
+    batch_size: int | None = None,
 ) -> Tensor:
     """Outputs of ``forward`` over ``x`` in eval mode, batched, without gradients.
 
-    ``model`` is switched to eval mode for the call and back afterwards.
+    ``x`` is a tensor (sliced) or a :class:`~tlroutes.lazy_inputs.LazyInputs` (read through the
+    run's data-loading workers, one batch at a time; only the batch goes to the device).
+    ``batch_size`` None (default): ``hardware.eval_batch_size``, else sized to memory (see
+    :func:`tlroutes.train.loading.eval_batch_size`). ``model`` is switched to eval mode for the
+    call and back afterwards.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     dtype = weights_dtype(model) if x.is_floating_point() else None
-    with torch.no_grad():
-        outs = [forward(x[i : i + batch_size].to(device=device, dtype=dtype))
-                for i in range(0, len(x), batch_size)]
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            outs = [forward(xb.to(device=device, dtype=dtype))
+                    for xb in eval_batches(x, batch_size)]
+    finally:
+        model.train(was_training)
     return torch.cat(outs)
 
 

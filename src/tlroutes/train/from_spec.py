@@ -73,6 +73,11 @@ def stage(
     """A :class:`Stage` with the run file's training settings, monitoring ``task``'s metric."""
     metric, higher = primary_metric(task)
     settings = train.model_dump(exclude={"batch_size"})
+    if "epochs" in overrides or "steps" in overrides:
+        # An override of the length (a probe's own epochs) replaces the run file's, whichever
+        # way that was given.
+        settings.pop("epochs")
+        settings.pop("steps")
     settings.update(overrides)
     settings.setdefault("monitor", metric)
     settings.setdefault("mode", "max" if higher else "min")

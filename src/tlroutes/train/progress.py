@@ -63,6 +63,11 @@ class ProgressReporter:
                 f"[{name}] resuming at epoch {start_epoch + 1}/{epochs}", markup=False
             )
 
+    def note(self, message: str) -> None:
+        """Print one plain line (e.g. which data path a stream takes)."""
+        if self.enabled:
+            self.console.print(message, highlight=False, markup=False)
+
     def advance(self, steps: int) -> None:
         """Count ``steps`` more finished steps."""
         if self._progress is not None:
