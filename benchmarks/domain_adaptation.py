@@ -44,6 +44,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -63,11 +64,12 @@ from tlroutes.train.hardware import Hardware, make_fabric
 
 SHOT = "shot"
 """The source-free variant (SHOT), run as a method here: ``constraints.source_data: false``."""
-PADA = "pada"
-"""The partial variant (PADA), run as a method here: ``variant: partial``; with
+PARTIAL = {"pada": "pada", "pmcc": "weighted_mcc"}
+"""The partial variant's methods, run as methods here (``variant: partial`` with
+``variant_args.method``): ``pada`` (PADA) and ``pmcc`` (class-weighted MCC); with
 ``--target-classes`` the alignment methods run as ``variant: closed`` (one label set assumed, the
 baseline partial adaptation is measured against)."""
-METHODS = (*list_alignments(), SHOT, PADA)
+METHODS = (*list_alignments(), SHOT, *PARTIAL)
 SHIFTS: dict[str, dict[str, float]] = {
     "rot40": {"rotation": 40.0},
     "rot35": {"rotation": 35.0},
@@ -81,9 +83,10 @@ def make_spec(args: argparse.Namespace, shift: str, method: str, selection: str,
     """The run file (as a validated RunSpec) of one method on one shift for one seed."""
     if method == SHOT:
         recipe = {"variant": "source_free", "selection": selection}
-    elif method == PADA:
-        recipe = {"variant": "partial", "method": "dann", "trade_off": args.trade_off,
-                  "selection": selection}
+    elif method in PARTIAL:
+        recipe = {"variant": "partial",
+                  "variant_args": {"method": PARTIAL[method], **args.partial_args},
+                  "trade_off": args.trade_off, "selection": selection}
     else:
         recipe = {"method": method, "trade_off": args.trade_off, "selection": selection}
         if args.target_classes:
@@ -125,13 +128,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="target shifts (default rot40)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--selections", nargs="+", default=["im"],
-                        choices=["im", "snd", "source_accuracy", "target_accuracy"],
+                        choices=["im", "snd", "source_accuracy", "last", "target_accuracy"],
                         help="checkpoint selection rules (default im; target_accuracy reads "
                         "target labels and is an oracle, not a valid unsupervised result)")
     parser.add_argument("--target-classes", type=int, nargs="+", default=None,
                         help="a partial-label shift: the target holds only these digits (the "
-                        "source all ten); method pada is the partial variant, the others run "
-                        "as variant closed. Default: all ten")
+                        "source all ten); methods pada and pmcc are the partial variant, the "
+                        "others run as variant closed. Default: all ten")
+    parser.add_argument("--partial-args", type=json.loads, default={},
+                        help="variant_args for the partial methods, as JSON (e.g. "
+                        "'{\"class_weights\": false}', the ablation). Default: none")
     parser.add_argument("--trunk", default="cnn2d", choices=["cnn2d", "mlp"])
     parser.add_argument("--source-epochs", type=int, default=10)
     parser.add_argument("--source-lr", type=float, default=3e-3)

@@ -152,6 +152,12 @@ VALUES = [
         _inputs(torch.zeros(2, 1), torch.zeros(2, 1), g_t=_t([100.0, 0.0], [0.0, 0.0])), 7 / 22,
         id="mcc-by-hand",
     ),
+    # Class-weighted MCC starts with weights 1: MCC itself (row mcc-by-hand's value).
+    pytest.param(
+        "weighted_mcc", {"temperature": 1.0},
+        _inputs(torch.zeros(2, 1), torch.zeros(2, 1), g_t=_t([100.0, 0.0], [0.0, 0.0])), 7 / 22,
+        id="weighted-mcc-unit-weights-is-mcc",
+    ),
     # JAN: the point masses, the source predicting class 0 and the target class 1. Within pairs
     # 5 · 1, cross pairs CROSS · K_PRED (the joint kernel is the product of the layers' kernels).
     pytest.param(
@@ -203,7 +209,7 @@ def test_every_method_takes_the_family_call_and_trains_the_features(method):
 
 def test_needs_classification_comes_from_the_registration():
     assert {n for n in list_alignments() if ALIGNMENTS.needs_classification(n)} == {
-        "cdan", "mcc", "jan"}
+        "cdan", "mcc", "jan", "weighted_mcc"}
     ALIGNMENTS.check_task("cdan", "classification")
     ALIGNMENTS.check_task("coral", "regression")
     with pytest.raises(ConfigError, match="use one of: coral, dann, mmd"):
@@ -601,6 +607,28 @@ def test_mcc_matches_numpy_and_handles_absent_classes():
     logits = rng.randn(7, 4) * 3
     got = mcc(torch.from_numpy(logits)).item()
     assert got == pytest.approx(_numpy_mcc(logits, 2.5), rel=1e-10)
+
+
+def test_weighted_mcc_weighs_the_rows_by_hand():
+    """Rows of mcc-by-hand: r = (3/22, 1/2); γ = (1, 1/2) gives (3/22 + 1/4) / (3/2). With γ = 0
+    on the classes a confident batch lacks, their rows (1 each, test above) drop out: 0, where
+    MCC reads 2/5 and pushes samples towards the absent classes."""
+    loss = create_alignment("weighted_mcc", features=1, classes=2, max_steps=1, temperature=1.0)
+    loss.set_class_weight(torch.tensor([1.0, 0.5]))
+    g_t = _t([100.0, 0.0], [0.0, 0.0])
+    value = loss(torch.zeros(2, 1), torch.zeros(2, 1), g_t, g_t).item()
+    assert value == pytest.approx((3 / 22 + 1 / 4) / 1.5, rel=1e-9)
+    five = create_alignment("weighted_mcc", features=1, classes=5, max_steps=1)
+    g_t = 100.0 * torch.eye(3, 5)
+    assert five(g_t, g_t, g_t, g_t).item() == pytest.approx(0.4, abs=1e-6)  # γ = 1: MCC
+    five.set_class_weight(torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0]))
+    assert five(g_t, g_t, g_t, g_t).item() == pytest.approx(0.0, abs=1e-6)
+    # γ is a buffer: saved and resumed with the module
+    assert torch.equal(five.state_dict()["class_weight"], torch.tensor([1.0, 1, 1, 0, 0]))
+    with pytest.raises(ValueError, match="shape"):
+        five.set_class_weight(torch.ones(4))
+    with pytest.raises(ValueError, match="non-negative"):
+        five.set_class_weight(torch.zeros(5))
 
 
 # --------------------------------------------------------------------------- CDAN

@@ -80,8 +80,11 @@ def test_a_target_with_no_class_in_common_says_which_routes_fit():
     source, target = problem(FIVE, [0, 1, 2, 3, 4]), problem(["x", "y"], [0, 1])
     with pytest.raises(ConfigError, match="no class in common") as error:
         choose_variant(source, target, Recipe(), SPEC)
-    for fits in ("target_labels", "new_label_set", "modality_transfer"):
+    for fits in ("target_labels", "new_label_set", "task_fine_tuning", "matched by name"):
         assert fits in str(error.value)
+    # Modality Transfer and Task Adaptation refuse this pair (same task kind), so the message
+    # must not send a user there
+    assert "modality_transfer" not in str(error.value)
     # with target labels the same pair is the supervised new-label-set variant
     assert choose_variant(source, target, Recipe(target_labels=0.5), SPEC)[0] == "new_label_set"
 
@@ -331,3 +334,27 @@ def test_open_set_flags_a_planted_unknown_class(tmp_path, monkeypatch):
     assert summary["metrics"]["unknown_recall"] >= 0.8
     assert summary["metrics"]["os_star"] >= 0.85
     assert summary["gain"] > 0.1
+
+
+# ---------------------------------------------------------------- declared labels against present
+
+
+@pytest.mark.parametrize(("labels", "ys", "match"), [
+    # three names, classes 0..4 present: which indices, where, and how many names are needed
+    (["a", "b", "c"], ([0, 1, 2, 3, 4, 4], [0, 3], [1, 2]),
+     r"names 3 classes \(0: a, 1: b, 2: c\) but the data hold class indices 3, 4 .*"
+     r"3: 1 in train, 1 in val; 4: 2 in train.*needs 5 names"),
+    # a list missing one class that is present (the last)
+    (["a", "b"], ([0, 1, 2], [0], [1]), r"class index 2 .*2: 1 in train.*needs 3 names"),
+    # a negative index has no name in any list
+    (["a", "b"], ([0, 1, -1], [0], [1]), r"class index -1 .*renumber the negative ones"),
+])
+def test_a_declared_label_list_that_contradicts_the_labels_present(tmp_path, labels, ys, match):
+    from tlroutes.data.files import load_npz
+    from tlroutes.errors import DataError
+
+    splits = [(np.zeros((len(y), 2)), np.array(y)) for y in ys]
+    path = save(tmp_path / "p.npz", splits, labels)
+    with pytest.raises(DataError, match=match) as error:
+        load_npz(path)
+    assert str(path) in str(error.value)

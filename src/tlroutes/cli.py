@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 MAX_PERMUTATIONS = 100_000
 #: Samples per side of the measurements, and the largest seed.
 MAX_SAMPLES, MAX_SEED = 10_000_000, 2**63 - 1
+#: Measurement seeds behind a domain verdict by default and at most (the default is
+#: tlroutes.measure.domain.VERDICT_SEEDS, written out so that `--help` needs no torch import).
+VERDICT_SEEDS, MAX_VERDICT_SEEDS = 5, 101
 
 app = typer.Typer(
     name="tlroutes",
@@ -198,6 +201,12 @@ def demo(
     console.print(f"run folders under {out}")
 
 
+SEEDS_HELP = (f"Measurement seeds behind each domain verdict: --seed, --seed + 1, … "
+              f"(majority rule: a verdict needs more than half of them; seeds stop once one "
+              f"has it). The verdict's share over the seeds run is reported. 1 = a single "
+              f"measurement. Default {VERDICT_SEEDS}.")
+
+
 @app.command()
 def inspect(
     first: Annotated[str, typer.Argument(help="A run file (its problems are compared), or a "
@@ -219,6 +228,8 @@ def inspect(
         min=1, max=MAX_PERMUTATIONS, help="Permutations of the MMD test.")] = 200,
     max_samples: Annotated[int, typer.Option(
         min=10, max=MAX_SAMPLES, help="Samples per side for the tests.")] = 2000,
+    seeds: Annotated[int, typer.Option(min=1, max=MAX_VERDICT_SEEDS, help=SEEDS_HELP)
+                     ] = VERDICT_SEEDS,
 ) -> None:
     """Measure whether two problems share a domain and a task, with controls; rank trunks."""
     from tlroutes.measure.display import evidence_tables
@@ -235,7 +246,7 @@ def inspect(
         heads = {"source-run": model.get_head()}
     evidence = inspect_(first, second, candidates=candidates, source_heads=heads,
                         source_model=model, seed=seed, permutations=permutations,
-                        max_samples=max_samples)
+                        max_samples=max_samples, seeds=seeds)
     for table in evidence_tables(evidence):
         console.print(table)
     path = json_out or Path("runs/inspect") / f"{_slug(first, second)}.json"
@@ -256,6 +267,8 @@ def plan(
         min=1, max=MAX_PERMUTATIONS, help="Permutations of the MMD test.")] = 200,
     max_samples: Annotated[int, typer.Option(
         min=10, max=MAX_SAMPLES, help="Samples per side for the tests.")] = 2000,
+    seeds: Annotated[int, typer.Option(min=1, max=MAX_VERDICT_SEEDS, help=SEEDS_HELP)
+                     ] = VERDICT_SEEDS,
 ) -> None:
     """Name the route for a run file from what it declares and what is measured in its data."""
     from tlroutes.cube_picture import draw_cube
@@ -263,7 +276,8 @@ def plan(
     from tlroutes.planner import plan_tables
     from tlroutes.routes.explain import cube_table
 
-    result = plan_(run_file, seed=seed, permutations=permutations, max_samples=max_samples)
+    result = plan_(run_file, seed=seed, permutations=permutations, max_samples=max_samples,
+                   seeds=seeds)
     console.print(cube_table(result.route))
     for table in plan_tables(result):
         console.print(table)

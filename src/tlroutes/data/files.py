@@ -124,9 +124,45 @@ def _labels(arrays: dict, kind: str, splits: dict[str, Split], path: Path) -> tu
                               for n in twice[:3])
             raise DataError(f"{path}: `labels` repeats names ({where}); each class needs a "
                             "name of its own.")
+        if kind == "classification":
+            _check_label_names(labels, splits, path)
         return labels
     if kind == "classification":
         top = int(splits["train"].y.max()) if len(splits["train"]) else 0
         return tuple(str(i) for i in range(max(top + 1, 2)))
     width = splits["train"].y.shape[1]
     return tuple(f"y{i}" for i in range(width))
+
+
+def _check_label_names(labels: tuple[str, ...], splits: dict[str, Split], path: Path) -> None:
+    """DataError when a ``y`` holds a class index that ``labels`` has no name for.
+
+    Classes are matched by name across problems, so an index without a name would make a class
+    present in the data invisible (or, cast to another name, a wrong one); the message says
+    which indices, where and how many, and what ``labels`` must hold.
+    """
+    k = len(labels)
+    outside: dict[int, dict[str, int]] = {}
+    for name, split in splits.items():
+        values, counts = torch.unique(split.y, return_counts=True)
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+            if v < 0 or v >= k:
+                outside.setdefault(int(v), {})[name] = int(c)
+    if not outside:
+        return
+    shown = sorted(outside)
+    where = "; ".join(f"{v}: " + ", ".join(f"{c} in {s}" for s, c in outside[v].items())
+                      for v in shown[:6]) + ("; …" if len(shown) > 6 else "")
+    named = ", ".join(f"{i}: {n}" for i, n in enumerate(labels[:8])) + (
+        ", …" if k > 8 else "")
+    negative = [v for v in shown if v < 0]
+    fix = (f"labels must be class indices 0, 1, 2, …; renumber the negative ones ({negative})"
+           if negative else
+           f"add a name for each missing index to `labels` (it needs {max(shown) + 1} names, "
+           f"in index order), or drop those samples")
+    raise DataError(
+        f"{path}: `labels` names {k} classes ({named}) but the data hold class "
+        f"ind{'ex' if len(shown) == 1 else 'ices'} {', '.join(map(str, shown[:6]))} it has no "
+        f"name for (samples per split — {where}). The declared list contradicts the labels "
+        f"present: {fix}."
+    )

@@ -78,9 +78,9 @@ MAX_FEATURE_DIM = 64
 #: Measurement seeds behind a domain verdict (see :func:`compare_domains`).
 VERDICT_SEEDS = 5
 #: How the seeds' verdicts combine.
-MAJORITY_RULE = ("majority: the verdict of more than half of the planned seeds (3 of 5); "
-                 "seeds run in order and stop once a verdict has that majority; when none has "
-                 "it, undecided (the verdict is split)")
+MAJORITY_RULE = ("majority: the verdict of more than half of the planned seeds ({majority} of "
+                 "{planned}); seeds run in order and stop once a verdict has that majority; "
+                 "when none has it, undecided (the verdict is split)")
 #: The power a sample-size estimate for the positive control aims at.
 POWER = 0.8
 #: Where the effect threshold sits between the null and the positive control's effects.
@@ -330,7 +330,8 @@ def compare_domains(
     shown.stability = Stability(
         seeds=[seed + k for k in range(len(runs))], verdicts=votes,
         shares={v: c / len(runs) for v, c in counts.items()}, planned=seeds,
-        majority=majority, rule=MAJORITY_RULE if not runs[0].seed_free else
+        majority=majority,
+        rule=MAJORITY_RULE.format(majority=majority, planned=seeds) if not runs[0].seed_free else
         "one seed: this verdict does not depend on the measurement seed",
     )
     if not runs[0].seed_free and counts.get(verdict, 0) < majority:  # split: no majority

@@ -326,12 +326,18 @@ def _fitting_variant(relation: LabelRelation, labelled: bool) -> str:
     if labelled:
         return "new_label_set"
     if kind == "disjoint":
+        # Disjoint classes of one task kind are still the "same task" on the cube, so of the
+        # sequential routes only Domain Adaptation (across domains) or Task Fine-Tuning (one
+        # domain) take the pair; Modality and Task Adaptation refuse it (different task kind).
         raise ConfigError(
-            f"Source and target have {relation.describe()}, and the target is unlabelled: "
-            "there is no class to carry over without labels. Give target labels "
-            "(recipe.target_labels > 0: a new head on the source-trained trunk, variant "
-            "new_label_set), or, with a labelled target, use route modality_transfer (new "
-            "stem and head) or task_fine_tuning (same domain)."
+            f"Source and target have {relation.describe()}, and no target label is used "
+            "(recipe.target_labels is 0): no route can learn classes the source never saw "
+            "without a label of them. What fits this pair: Domain Adaptation with target "
+            "labels (recipe.target_labels > 0, e.g. 0.1, runs variant new_label_set: a new "
+            "head on the source-trained stem and trunk, features aligned across domains); or, "
+            "when the two share one domain, route task_fine_tuning (declare the same `domain:` "
+            "in both data blocks). If the target's classes are the source's under other names, "
+            "rename them so the names match (classes are matched by name)."
         )
     return "open_set"
 

@@ -69,14 +69,22 @@ class MinimumClassConfusionLoss(nn.Module):
                 "MinimumClassConfusionLoss expects target logits of shape (B, K), got "
                 f"{tuple(getattr(logits_t, 'shape', ()))}."
             )
-        batch, num_classes = logits_t.shape
+        return self.row_confusion(logits_t).mean()
+
+    def row_confusion(self, logits_t: Tensor) -> Tensor:
+        r"""Steps 1-4, then each class's between-class confusion
+        :math:`\sum_{k \ne j}\tilde C_{jk}` → ``(K,)``; MCC is their mean.
+
+        Class-weighted MCC (:mod:`.weighted_mcc`) takes a weighted mean of the same rows.
+        """
+        batch = logits_t.shape[0]
         probs = F.softmax(logits_t / self.temperature, dim=1)
         w = entropy_weights(probs.detach())
         w = batch * w / w.sum()
         confusion = (probs * w[:, None]).T @ probs
         row_sum = confusion.sum(dim=1, keepdim=True).clamp_min(torch.finfo(confusion.dtype).tiny)
         confusion = confusion / row_sum
-        return (confusion.sum() - confusion.trace()) / num_classes
+        return confusion.sum(dim=1) - confusion.diagonal()
 
 
 class _FamilyMCC(MinimumClassConfusionLoss):

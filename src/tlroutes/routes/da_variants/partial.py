@@ -41,11 +41,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from tlroutes.errors import ConfigError, did_you_mean
 from tlroutes.objectives.alignment.pada import (
     PartialAdversarialLoss,
     pada_class_weights,
     weighted_cross_entropy,
 )
+from tlroutes.objectives.alignment.weighted_mcc import ClassWeightedMCC
 from tlroutes.problem import Problem
 from tlroutes.routes import domain_adaptation as da
 from tlroutes.routes.common import summarise
@@ -60,15 +62,18 @@ if TYPE_CHECKING:
     from tlroutes.summary import Summary
     from tlroutes.train.engine import Trainer
 
-METHOD = "pada"
-OPTIONS: dict[str, Any] = {"temperature": 1.0, "class_weights": True, "hidden": 256, "depth": 2}
+METHODS = ("pada", "weighted_mcc")
+"""The partial variant's methods (``variant_args.method``), the default first."""
+OPTIONS: dict[str, Any] = {"method": METHODS[0], "temperature": 1.0, "class_weights": True,
+                           "mcc_temperature": 2.5, "hidden": 256, "depth": 2}
 """``variant_args`` of the partial variant and their defaults (see the module docstring)."""
 
 
 class PartialStep(nn.Module):
-    """γ-weighted source loss (+ labelled target loss) + ``trade_off`` × PADA's adversarial loss."""
+    """γ-weighted source loss (+ labelled target loss) + ``trade_off`` × the class-weighted
+    alignment loss: PADA's adversarial loss or class-weighted MCC (``align`` holds γ)."""
 
-    def __init__(self, model: TransferModel, align: PartialAdversarialLoss,
+    def __init__(self, model: TransferModel, align: PartialAdversarialLoss | ClassWeightedMCC,
                  trade_off: float) -> None:
         super().__init__()
         self.model, self.align, self.trade_off = model, align, trade_off
@@ -77,21 +82,30 @@ class PartialStep(nn.Module):
         (xs, ys), (xt, _) = batch["source"], batch["target"]
         # One pass over both domains, so batch-norm statistics see the mixture (as for DANN).
         f = self.model.features(torch.cat([xs, xt]))
-        f_s, f_t = f[: len(xs)], f[len(xs):]
-        loss = weighted_cross_entropy(self.model.heads["task"](f_s), ys, self.align.class_weight)
+        g = self.model.heads["task"](f)
+        f_s, f_t, g_s, g_t = f[: len(xs)], f[len(xs):], g[: len(xs)], g[len(xs):]
+        loss = weighted_cross_entropy(g_s, ys, self.align.class_weight)
         if "target_labeled" in batch:
             xl, yl = batch["target_labeled"]
             loss = loss + nn.functional.cross_entropy(self.model(xl, head="task"), yl)
-        transfer = self.align(f_s, f_t, ys)
-        logs = {"transfer_loss": transfer,
-                "domain_accuracy": torch.as_tensor(self.align.last_accuracy)}
+        if isinstance(self.align, PartialAdversarialLoss):
+            transfer = self.align(f_s, f_t, ys)
+            logs = {"transfer_loss": transfer,
+                    "domain_accuracy": torch.as_tensor(self.align.last_accuracy)}
+        else:
+            transfer = self.align(f_s, f_t, g_s, g_t)
+            logs = {"transfer_loss": transfer}
         return loss + self.trade_off * transfer, logs
 
 
 def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
         target: Problem) -> Summary:
-    """Partial Domain Adaptation with PADA; see the module docstring."""
+    """Partial Domain Adaptation (class-weighted MCC or PADA); see the module docstring."""
     opts = variant_options("partial", recipe.variant_args, OPTIONS)
+    if opts["method"] not in METHODS:
+        raise ConfigError(
+            f"variant_args.method of the partial variant must be one of {', '.join(METHODS)}, "
+            f"got '{opts['method']}'.{did_you_mean(opts['method'], list(METHODS))}")
     relation = label_relation(source, target)
     target = to_source_labels(target, source)
     labelled = da._labelled_subset(target.train, recipe.target_labels, spec.seed)
@@ -111,8 +125,13 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
     if adapt:
         streams, steps = da.adapt_streams(source.train, target.train, labelled, t, spec.seed)
         trainer.seed_for("alignment")
-        align = PartialAdversarialLoss(model.trunk.out_dim, task.num_outputs, max_steps=steps,
-                                       hidden=opts["hidden"], depth=opts["depth"])
+        align: PartialAdversarialLoss | ClassWeightedMCC
+        if opts["method"] == "pada":
+            align = PartialAdversarialLoss(model.trunk.out_dim, task.num_outputs,
+                                           max_steps=steps, hidden=opts["hidden"],
+                                           depth=opts["depth"])
+        else:
+            align = ClassWeightedMCC(task.num_outputs, temperature=opts["mcc_temperature"])
 
         def update_weights() -> None:
             # γ from the target's training predictions (no target label read).
@@ -139,14 +158,14 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
     details: dict[str, Any] = {}
     if adapt and recipe.method != "dann":
         details["method_note"] = (f"method '{recipe.method}' is not read by the partial variant: "
-                                  "PADA is class-weighted DANN")
+                                  "it runs variant_args.method (class-weighted MCC or PADA)")
     if selection != recipe.selection:
         details["selection_note"] = (f"'{recipe.selection}' scores predictions over every "
                                      "source class; the partial variant keeps the last epoch")
     return summarise(
         da.ROUTE, task, metrics, source_only, baseline_kind="source_only",
         baselines={"source_only": source_only},
-        method=(METHOD if opts["class_weights"] else "dann") if adapt else da.SOURCE_ONLY,
+        method=_method_name(opts) if adapt else da.SOURCE_ONLY,
         carried_over="stem, trunk and head (the source's label set)", selection=selection,
         selection_uses_target_labels=selection == "target_accuracy",
         target_labels=recipe.target_labels, source=source.name, target=target.name,
@@ -155,3 +174,10 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
         mean_weight_present=sum(present) / len(present) if present else None,
         **details,
     )
+
+
+def _method_name(opts: dict[str, Any]) -> str:
+    """The method as the summary names it: without class weights, the unweighted original."""
+    if opts["class_weights"]:
+        return opts["method"]
+    return "dann" if opts["method"] == "pada" else "mcc"
