@@ -182,9 +182,10 @@ class Problem:
 
         Every declared label appears, with 0 when the split holds none of it (that is what
         tells a label *present* from a label only *declared*). Multilabel counts positives per
-        label. Empty for regression. Counted once per split (see :meth:`Split.class_counts`).
+        label. Empty for regression and for an unlabelled problem (``meta["unlabelled"]``,
+        whose targets are all -1). Counted once per split (see :meth:`Split.class_counts`).
         """
-        if self.task.kind == "regression":
+        if self.task.kind == "regression" or self.unlabelled:
             return {}
         width = len(self.task.labels)
         return {name: dict(zip(self.task.labels, split.class_counts(width), strict=False))
@@ -192,17 +193,29 @@ class Problem:
 
     def present_labels(self, splits: tuple[str, ...] = ("train", "val", "test")) -> tuple[str, ...]:
         """The labels with at least one sample in ``splits`` (default all three), in the
-        declared order; ``()`` for regression. A declared label outside it has no sample."""
+        declared order; ``()`` for regression. A declared label outside it has no sample.
+
+        An unlabelled problem cannot tell: its declared labels are taken as present (the
+        closed-set assumption, which Domain Adaptation makes of an unlabelled target)."""
+        if self.unlabelled:
+            return self.task.labels if self.task.kind != "regression" else ()
         counts = self.class_counts
         return tuple(label for label in self.task.labels
                      if any(counts[s].get(label, 0) > 0 for s in splits if s in counts))
+
+    @property
+    def unlabelled(self) -> bool:
+        """True for a problem without labels (``meta["unlabelled"]``): its targets are -1
+        (classification) or NaN, placeholders no loss or metric may read."""
+        return bool(self.meta.get("unlabelled", False))
 
     def validate(self) -> Problem:
         """Check every split against the declared task and domain; raise :class:`DataError`.
 
         Checks: no split is empty; ``x`` has shape ``(N, *domain.input_shape)``; ``x`` and ``y``
-        have the same length; inputs are finite; labels lie in the declared label set.
-        Returns ``self`` so that it can be chained.
+        have the same length; inputs are finite; labels lie in the declared label set (not for
+        an unlabelled problem, whose targets are placeholders). Returns ``self`` so that it can
+        be chained.
         """
         for split_name, split in self.splits().items():
             where = f"problem '{self.name}', {split_name} split"
@@ -225,7 +238,8 @@ class Problem:
                 raise DataError(
                     f"{where}: {bad} sample(s) contain NaN or Inf inputs; clean or drop them."
                 )
-            check_targets(self.task, split.y, where)
+            if not self.unlabelled:
+                check_targets(self.task, split.y, where)
         return self
 
 

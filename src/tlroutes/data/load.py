@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tlroutes.data.files import load_npz
+from tlroutes.data.sources.dispatch import file_problem
+from tlroutes.data.sources.splitting import run_folder
 from tlroutes.errors import TLRoutesError
 from tlroutes.problem import Problem
 
@@ -13,9 +15,20 @@ if TYPE_CHECKING:
     from tlroutes.config import DataSpec
 
 
-def load_problem(spec: DataSpec, seed: int, role: str = "data") -> Problem:
-    """Load built-in data or an ``.npz`` file as ``spec`` says; ``role`` names it in errors."""
-    problem = _load(spec, seed, role)
+def load_problem(spec: DataSpec, seed: int, role: str = "data", *,
+                 run_dir: str | Path | None = None) -> Problem:
+    """Load built-in data, a table, an ``.npz`` archive or a ``datasets`` folder as ``spec``
+    says; ``role`` names it in errors (and keys its kept splits).
+
+    ``run_dir``: the run folder whose ``data/`` keeps automatic splits for a resume; None
+    (default) the one the runner set (:func:`tlroutes.data.sources.splitting.run_folder`), and
+    outside a run none (the splits are made afresh: the same for the same seed).
+    """
+    if run_dir is not None:
+        with run_folder(run_dir):
+            problem = _load(spec, seed, role)
+    else:
+        problem = _load(spec, seed, role)
     if spec.domain is not None:
         problem.domain = replace(problem.domain, name=spec.domain)
         # plan and run place the pair by this declaration (tlroutes.measure.placement)
@@ -25,9 +38,9 @@ def load_problem(spec: DataSpec, seed: int, role: str = "data") -> Problem:
 
 def _load(spec: DataSpec, seed: int, role: str) -> Problem:
     try:
-        if spec.dataset.endswith(".npz"):
-            kind = spec.task if spec.task != "digit" else "classification"
-            return load_npz(spec.dataset, kind=kind, modality=spec.modality)
+        problem = file_problem(spec, seed, role)
+        if problem is not None:
+            return problem
         from tlroutes.data.builtin import load_builtin
 
         return load_builtin(
