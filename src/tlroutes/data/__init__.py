@@ -8,6 +8,8 @@
 - Image shifts as pure tensor functions on ``(N, C, H, W)`` batches: :func:`rotate`,
   :func:`rescale`, :func:`blur`, :func:`invert`, :func:`add_noise`.
 - Seeded stratified splitting: :func:`split_indices`, :func:`stratified_order`.
+- A user's data from Python (:mod:`tlroutes.data.sources.python`): :func:`from_arrays`,
+  :func:`from_dataframe`, :func:`from_dataset`; from files, see :mod:`tlroutes.data.sources`.
 """
 
 from tlroutes.data.builtin import BUILTIN_DATASETS, load_builtin
@@ -20,6 +22,7 @@ from tlroutes.data.shifts import (
     rescale,
     rotate,
 )
+from tlroutes.data.sources.python import from_arrays, from_dataframe, from_dataset
 from tlroutes.data.splits import seeded_generator, split_indices, stratified_order
 from tlroutes.data.variants import TASK_VARIANTS
 
@@ -30,6 +33,9 @@ __all__ = [
     "TASK_VARIANTS",
     "add_noise",
     "blur",
+    "from_arrays",
+    "from_dataframe",
+    "from_dataset",
     "invert",
     "load_builtin",
     "rescale",

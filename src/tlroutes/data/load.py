@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tlroutes.data.sources.build import require_labels
 from tlroutes.data.sources.dispatch import file_problem
 from tlroutes.data.sources.splitting import run_folder
 from tlroutes.errors import TLRoutesError
@@ -16,19 +17,25 @@ if TYPE_CHECKING:
 
 
 def load_problem(spec: DataSpec, seed: int, role: str = "data", *,
-                 run_dir: str | Path | None = None) -> Problem:
+                 run_dir: str | Path | None = None, allow_unlabelled: bool = False) -> Problem:
     """Load built-in data, a table, an ``.npz`` archive or a ``datasets`` folder as ``spec``
     says; ``role`` names it in errors (and keys its kept splits).
 
     ``run_dir``: the run folder whose ``data/`` keeps automatic splits for a resume; None
     (default) the one the runner set (:func:`tlroutes.data.sources.splitting.run_folder`), and
     outside a run none (the splits are made afresh: the same for the same seed).
+
+    ``allow_unlabelled``: accept data without labels (``Problem.meta["unlabelled"]``, see
+    :mod:`tlroutes.data.sources.build`). Default False: the routes train and report with the
+    labels of every problem they load, so unlabelled data is refused by name.
     """
     if run_dir is not None:
         with run_folder(run_dir):
             problem = _load(spec, seed, role)
     else:
         problem = _load(spec, seed, role)
+    if not allow_unlabelled:
+        require_labels(problem, role, "training and the report's metrics")
     if spec.domain is not None:
         problem.domain = replace(problem.domain, name=spec.domain)
         # plan and run place the pair by this declaration (tlroutes.measure.placement)
