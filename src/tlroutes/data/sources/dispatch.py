@@ -1,6 +1,6 @@
-"""A run file's data block → the source that reads it: a table, an ``.npz`` archive or a
-``datasets`` folder (image folders: :mod:`~tlroutes.data.sources.images`; names without a path:
-built-in data)."""
+"""A run file's data block → the source that reads it: image data (a folder, or a CSV / TSV with
+a ``path`` column: :mod:`~tlroutes.data.sources.images`), a table, an ``.npz`` archive or a
+``datasets`` folder; names without a path: built-in data."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from tlroutes.data.builtin import BUILTIN_DATASETS
 from tlroutes.data.sources.build import SourceOptions
 from tlroutes.data.sources.hf import dataset_problem, is_datasets_folder
+from tlroutes.data.sources.images import is_image_source, load_images
 from tlroutes.data.sources.npz import npz_problem
 from tlroutes.data.sources.splitting import fingerprint_path
 from tlroutes.data.sources.tables import TABLE_SUFFIXES, Columns, frame_problem, read_table
@@ -28,9 +30,11 @@ _COLUMN_FIELDS = ("label", "features", "text", "split_column", "domain_column", 
 
 
 def is_file_source(dataset: str) -> bool:
-    """True when ``dataset`` names a table, an ``.npz`` archive or a ``datasets`` folder."""
+    """True when ``dataset`` names a table, an ``.npz`` archive, a ``datasets`` folder or
+    image data (a folder, or a CSV / TSV with a ``path`` column)."""
     suffix = Path(dataset).suffix.lower()
-    return suffix == ".npz" or suffix in TABLE_SUFFIXES or is_datasets_folder(dataset)
+    return (suffix == ".npz" or suffix in TABLE_SUFFIXES or is_datasets_folder(dataset)
+            or (dataset not in BUILTIN_DATASETS and is_image_source(dataset)))
 
 
 def options_of(spec: DataSpec, seed: int) -> SourceOptions:
@@ -60,6 +64,10 @@ def file_problem(spec: DataSpec, seed: int, role: str) -> Problem | None:
     cols = Columns(label=spec.label, features=spec.features, text=spec.text,
                    text_length=spec.text_length, split_column=spec.split_column,
                    domain_column=spec.domain_column, domain_value=spec.domain_value)
+    if spec.dataset not in BUILTIN_DATASETS and not is_datasets_folder(path) \
+            and is_image_source(path):
+        return load_images(path, options, key=key, cols=cols, transforms=spec.transforms,
+                           trunk=getattr(spec, "_trunk", None), on_bad_file=spec.on_bad_file)
     if suffix == ".npz":
         named = [f for f in _COLUMN_FIELDS if getattr(spec, f) is not None]
         if named:
