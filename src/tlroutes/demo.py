@@ -51,6 +51,8 @@ def quick_spec(spec: RunSpec) -> RunSpec:
     """``spec`` with every stage's epochs (Parallel Training jobs' too) cut to a third: the
     training blocks its route reads, and each job's."""
     def cut(train: TrainSpec) -> TrainSpec:
+        if train.steps is not None:
+            return train.model_copy(update={"steps": _quick_epochs(train.steps)})
         return train.model_copy(update={"epochs": _quick_epochs(train.epochs)})
 
     recipe = dict(spec.recipe)
@@ -59,7 +61,10 @@ def quick_spec(spec: RunSpec) -> RunSpec:
         for name, job in recipe["jobs"].items():
             job = dict(job)
             training = dict(job.get("training") or {})
-            training["epochs"] = _quick_epochs(training.get("epochs", TrainSpec().epochs))
+            if training.get("steps") is not None:
+                training["steps"] = _quick_epochs(training["steps"])
+            else:
+                training["epochs"] = _quick_epochs(training.get("epochs") or TrainSpec().epochs)
             job["training"] = training
             jobs[name] = job
         recipe["jobs"] = jobs

@@ -131,15 +131,18 @@ def pretrain(spec: RunSpec, trainer: Trainer, source: Problem | None,
 
 
 def scratch_baseline(spec: RunSpec, trainer: Trainer, target: Problem, *, epochs: int | None = None,
-                     head_args: dict[str, Any] | None = None) -> dict[str, float] | None:
+                     head_args: dict[str, Any] | None = None,
+                     steps: int | None = None) -> dict[str, float] | None:
     """The target's test metrics of the same architecture trained from scratch on the target
-    (stage ``"baseline"``, ``epochs`` or the target's), or None when ``baseline: false``."""
+    (stage ``"baseline"``, for ``epochs`` or ``steps`` when given, else the target's budget),
+    or None when ``baseline: false``."""
     if not spec.baseline:
         return None
     trainer.seed_for("baseline-model")
     scratch = build(spec.model, {"input": target.domain}, {"target": target.task}, fresh=True,
                     head_args=head_args)
-    overrides = {} if epochs is None else {"epochs": epochs}
+    overrides = ({"steps": steps, "epochs": None} if steps is not None
+                 else {} if epochs is None else {"epochs": epochs})
     trainer.fit(supervised_stage("baseline", scratch, target, spec.target_training, spec.seed,
                                  **overrides))
     return evaluate(scratch, target.test, target.task)
@@ -212,4 +215,4 @@ def mean_of(per: dict[str, dict[str, float]], key: str) -> float:
 def target_budget_note(spec: RunSpec) -> str:
     """How the baseline's budget was set, for the summary."""
     t = spec.target_training
-    return f"{t.epochs} epochs × batch {t.batch_size} at lr {t.lr} on the target's train split"
+    return f"{t.length()} × batch {t.batch_size} at lr {t.lr} on the target's train split"

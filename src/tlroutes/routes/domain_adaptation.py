@@ -159,7 +159,7 @@ def adapt_streams(source: Split, target: Split, labelled: Split | None, train: T
                "target": stream(target, train, seed, "adapt-target")}
     if labelled is not None:
         streams["target_labeled"] = stream(labelled, train, seed, "adapt-labeled")
-    return streams, max(x.steps_per_pass for x in streams.values()) * train.epochs
+    return streams, train.total_steps(max(x.steps_per_pass for x in streams.values()))
 
 
 class AdaptationStep(nn.Module):

@@ -189,10 +189,13 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
             trainer.seed_for("baseline", name)
             single = build(spec.model, {"input": first.domain}, {name: problem.task},
                            fresh=True)
-            epochs = matched_epochs(len(splits["train"]), len(problem.train), t)
-            baseline_epochs[name] = epochs
-            trainer.fit(supervised_stage(f"single-{name}", single, problem,
-                                         t.model_copy(update={"epochs": epochs}), spec.seed))
+            single_t = t
+            if t.steps is None:  # a steps budget is the same for every problem
+                epochs = matched_epochs(len(splits["train"]), len(problem.train), t)
+                baseline_epochs[name] = epochs
+                single_t = t.model_copy(update={"epochs": epochs})
+            trainer.fit(supervised_stage(f"single-{name}", single, problem, single_t,
+                                         spec.seed))
             baseline[name] = {"val": evaluate(single, problem.val, problem.task),
                               "test": evaluate(single, problem.test, problem.task)}
 

@@ -18,6 +18,7 @@ Recipe:
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from pydantic import Field
@@ -33,14 +34,16 @@ from tlroutes.reporting.document import Block
 from tlroutes.routes.common import RecipeSpec, load_pair, pretrain, scratch_baseline, summarise
 from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
-from tlroutes.train.engine import Trainer
+from tlroutes.train.engine import Trainer, evaluate_split
 from tlroutes.train.features import cache_features
 from tlroutes.train.from_spec import evaluate, stage, stream, supervised_stage
 from tlroutes.train.steps import HeadStep
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from tlroutes.measure.evidence import Evidence
-    from tlroutes.problem import Problem
+    from tlroutes.problem import Problem, Split, Task
 
 ROUTE = Route.TASK_ADAPTATION
 
@@ -80,12 +83,14 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
         model.to(trainer.device)
         # At the training batch size: larger passes were memory-bound and slower on CPU
         # (benchmarks/RESULTS.md, "Feature cache").
-        train, val = (cache_features(model, s, batch_size=t.batch_size)
-                      for s in (target.train, target.val))
+        # Features too large for memory go to the run folder (read back through a memory map).
+        train, val = (cache_features(model, s, batch_size=t.batch_size, name=name,
+                                     folder=trainer.run_dir / "features")
+                      for name, s in (("train", target.train), ("val", target.val)))
         head = model.heads["target"]
         trainer.fit(stage(
             "probe", HeadStep(head, target.task), {"train": stream(train, t, spec.seed, "probe")},
-            lambda: task_metrics(target.task, head(val.x), val.y), target.task, t))
+            lambda: _head_metrics(head, val, target.task), target.task, t))
     else:
         trainer.fit(supervised_stage("probe", model, target, t, spec.seed, head="target",
                                      eval_modules=[model.stems, model.trunk]))
@@ -98,7 +103,11 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
         metrics = evaluate(model, target.test, target.task, head="target")
 
     trainer.save_model(model)
-    baseline = scratch_baseline(spec, trainer, target, epochs=t.epochs + recipe.finetune_epochs,
+    # As many steps as probe + fine-tuning took, however the probe's length was given.
+    per_pass = math.ceil(len(target.train) / min(t.batch_size, len(target.train)))
+    length = ({"epochs": t.epochs + recipe.finetune_epochs} if t.steps is None
+              else {"steps": t.steps + recipe.finetune_epochs * per_pass})
+    baseline = scratch_baseline(spec, trainer, target, **length,
                                 head_args=head_args)
 
     return summarise(
@@ -109,6 +118,12 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
         trainable_parameters_in_probe=count_parameters(model.heads["target"]),
         source=source.name if source else spec.model.trunk, target=target.name,
     )
+
+
+def _head_metrics(head: nn.Module, val: Split, task: Task) -> dict[str, float]:
+    # Cached features in memory: one pass, as always; on disk: read batch by batch.
+    out = head(val.x) if not val.is_lazy else evaluate_split(head, head, val.x)
+    return task_metrics(task, out, val.y.to(out.device))
 
 
 # --------------------------------------------------------------------------------------------------

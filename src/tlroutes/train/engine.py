@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -548,17 +548,24 @@ def evaluate_split(
     :func:`tlroutes.train.loading.eval_batch_size`). ``model`` is switched to eval mode for the
     call and back afterwards.
     """
+    return torch.cat(list(iter_outputs(model, forward, x, batch_size)))
+
+
+def iter_outputs(
+    model: nn.Module, forward: Callable[[Tensor], Tensor], x: Tensor | LazyInputs,
+    batch_size: int | None = None,
+) -> Iterator[Tensor]:
+    """:func:`evaluate_split`'s outputs one batch at a time (for results too large to hold)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     dtype = weights_dtype(model) if x.is_floating_point() else None
     try:
         with torch.no_grad():
-            outs = [forward(xb.to(device=device, dtype=dtype))
-                    for xb in eval_batches(x, batch_size)]
+            for xb in eval_batches(x, batch_size):
+                yield forward(xb.to(device=device, dtype=dtype))
     finally:
         model.train(was_training)
-    return torch.cat(outs)
 
 
 def weights_dtype(model: nn.Module) -> torch.dtype | None:

@@ -264,7 +264,7 @@ def prepare(name: str, job: JobSpec, run_seed: int, device: torch.device,
         probe.zero_grad(set_to_none=True)
         synchronize(device)
         times.append(time.perf_counter() - t0)
-    steps = job.training.epochs * math.ceil(len(problem.train) / batch)
+    steps = job.training.total_steps(math.ceil(len(problem.train) / batch))
     return Prepared(name, job, problem, model, min(times[1:] or times), steps)
 
 
