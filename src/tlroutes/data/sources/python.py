@@ -80,7 +80,8 @@ def from_arrays(
     array = to_numpy(x)
     if array.dtype.kind not in "biuf":
         raise DataError(f"{name}: x holds {array.dtype} values; inputs must be numbers.")
-    tensor = torch.as_tensor(array)
+    # a read-only array (a pandas view) would be shared, not copied, by torch.as_tensor
+    tensor = torch.as_tensor(array if array.flags.writeable else array.copy())
     tensor = tensor.long() if modality == "text" else tensor.float()
     options = _options(task, labels, modality, split, seed, classes, n, domain)
     return build_problem(name, tensor, y, options, where=name, key=name,
