@@ -100,8 +100,8 @@ class Recipe(RecipeSpec):
         "when target labels are given; constraints.source_data false → 'source_free'. "
         "'closed': one label set, an alignment loss (`method`); set on a target ⊂ source it "
         "aligns as if the sets were one (the DANN baseline of partial adaptation). 'partial': "
-        "PADA, class weights "
-        "from the target's predictions down-weight source classes absent from the target. "
+        "class weights from the target's predictions down-weight source classes absent from "
+        "the target, on class-weighted MCC (default) or PADA (variant_args.method). "
         "'open_set': OSBP, a K+1-way classifier whose extra output is 'unknown'. "
         "'new_label_set': a new head on the source-trained stem and trunk. 'source_free': "
         "SHOT, adapting a trained source model without source data.",
@@ -466,8 +466,8 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
             # partial and open_set build on DANN and note any other method as unread).
             recipe["method"] = "dann"
             why["method"] = (f"The label sets differ ({relation.describe()}): the variant for "
-                             "them aligns with a domain discriminator (DANN; PADA and OSBP "
-                             "build on it), not by comparing class predictions across domains.")
+                             "them brings its own method (partial: class-weighted MCC; "
+                             "open_set: OSBP; new_label_set aligns trunk features with DANN).")
     shifted = [p for p in (evidence.pairs if evidence else [])
                if p.domain.label_shift is not None and p.domain.label_shift.p_value < 0.05]
     if shifted:
@@ -537,8 +537,9 @@ def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
 
 VARIANT_PROSE: dict[str, str] = {
     "closed": "one label set on both sides; the trunk is aligned across domains.",
-    "partial": "the target holds only some of the source's classes; PADA weighs each source "
-               "class by the target's mean prediction of it, so absent classes stop pulling "
+    "partial": "the target holds only some of the source's classes; each source class is "
+               "weighed by the target's mean prediction of it (PADA's weights, on class-weighted "
+               "MCC by default or on PADA's discriminator), so absent classes stop pulling "
                "target features towards them.",
     "open_set": "the target holds classes the source lacks; OSBP adds an 'unknown' output and "
                 "reports known-class accuracy (OS*) and unknown recall apart.",
