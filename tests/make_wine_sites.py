@@ -6,7 +6,8 @@ calibrated differently: every measurement reads 1 standard deviation high and sp
 as wide around that. One table, two domains in its ``site`` column: the run file
 ``table_domain_adaptation.yaml`` adapts a classifier trained on lab A's labelled wines to lab B.
 
-Run from the repository root: ``python examples/data/make_wine_sites.py``.
+Run: ``python tests/make_wine_sites.py`` (tests/test_table_example.py checks that the
+shipped table is what this makes).
 """
 
 from pathlib import Path
@@ -14,8 +15,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_wine
 
+#: Where the table is shipped: the package's examples (``examples/`` links there).
+OUT = Path(__file__).resolve().parents[1] / "src/tlroutes/examples/data/wine_sites.csv"
 
-def main() -> None:
+
+def make_table():
+    """The table as a pandas DataFrame."""
     data = load_wine(as_frame=True)
     features = data.data
     features = (features - features.mean()) / features.std()
@@ -26,9 +31,8 @@ def main() -> None:
         site[rows] = np.where(np.arange(rows.size) % 2 == 0, "lab_a", "lab_b")
     lab_b = site == "lab_b"
     features.loc[lab_b] = features.loc[lab_b] * 0.5 + 1.0
-    table = features.round(4).assign(cultivar=cultivar, site=site)
-    table.to_csv(Path(__file__).with_name("wine_sites.csv"), index=False)
+    return features.round(4).assign(cultivar=cultivar, site=site)
 
 
 if __name__ == "__main__":
-    main()
+    make_table().to_csv(OUT, index=False)
