@@ -32,10 +32,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tlroutes.lazy_inputs import LazyInputs
 from tlroutes.matrix import Route
-from tlroutes.measure.domain import VERDICT_SEEDS, DomainEvidence, compare_domains
+from tlroutes.measure.domain import (
+    MAX_IMAGE_SIDE,
+    VERDICT_SEEDS,
+    DomainEvidence,
+    compare_domains,
+)
 from tlroutes.measure.task import TaskEvidence, compare_tasks
-from tlroutes.problem import Problem
+from tlroutes.problem import Problem, Split
 
 FeatureFn = Callable[[Tensor], Tensor]
 
@@ -258,6 +264,8 @@ def measure_pair(
         if hit is not None:
             return _renamed(hit, first, second)
     used = 0 if seed is None else seed
+    if features is None:
+        first, second = _held(first, max_samples, used), _held(second, max_samples, used)
     domain = compare_domains(first, second, features=features, alpha=alpha,
                              permutations=permutations, max_samples=max_samples, seed=used,
                              seeds=seeds)
@@ -269,6 +277,35 @@ def measure_pair(
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
     return pair
+
+
+def _held(problem: Problem, max_samples: int, seed: int) -> Problem:
+    """``problem`` with lazily read train and validation inputs replaced by at most
+    ``max_samples`` of them (seeded), read now in chunks, images average-pooled to
+    :data:`~tlroutes.measure.domain.MAX_IMAGE_SIDE` a side as the measurement pools them.
+
+    Why: the domain test reads every input it is given as a tensor; 20,000 images at 224 px
+    would not fit in memory, and it measures at most ``max_samples`` per side anyway. Data held
+    in memory is passed through unchanged.
+    """
+    if not (problem.train.is_lazy or problem.val.is_lazy):
+        return problem
+    gen = torch.Generator().manual_seed(seed)
+
+    def held(split: Split) -> Split:
+        if not split.is_lazy:
+            return split
+        rows = torch.randperm(len(split), generator=gen)[:max_samples].sort().values
+        parts = []
+        for chunk in rows.split(256):
+            x = split.x.load(chunk)
+            if x.dim() == 4 and max(x.shape[-2:]) > MAX_IMAGE_SIDE:
+                x = torch.nn.functional.adaptive_avg_pool2d(
+                    x.float(), (min(x.shape[-2], MAX_IMAGE_SIDE), min(x.shape[-1], MAX_IMAGE_SIDE)))
+            parts.append(x)
+        return Split(torch.cat(parts), split.y[rows])
+
+    return replace(problem, train=held(problem.train), val=held(problem.val))
 
 
 def clear_cache() -> None:
@@ -288,6 +325,13 @@ def content_key(problem: Problem) -> str:
     digest.update(repr((task.kind, task.labels, domain.modality, domain.input_shape)).encode())
     for tensor in (problem.train.x, problem.val.x, problem.train.y, problem.val.y,
                    problem.test.y):
+        if isinstance(tensor, LazyInputs):
+            # read on demand: digest which samples of which source, not their pixels (reading
+            # every image to key a cache would cost what the cache saves)
+            rows = tensor.index if tensor.index is not None else torch.arange(len(tensor))
+            source = getattr(tensor.reader, "paths", None) or id(tensor.reader)
+            digest.update(repr((tensor.shape, source)).encode())
+            tensor = rows
         t = tensor.detach().cpu().contiguous()
         digest.update(repr((str(t.dtype), tuple(t.shape))).encode())
         digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")

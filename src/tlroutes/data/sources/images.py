@@ -302,11 +302,18 @@ def _say_once(scan: Scan, transforms: ImageTransforms, where: str, data_mode: st
 
 
 def _warn_absent_classes(problem: Any, where: str) -> None:
+    """A class without samples in a split is a warning: said once for a declared class with no
+    sample at all, else once per split that lacks it."""
     if problem.task.kind != "classification" or problem.unlabelled:
         return
     counts = problem.class_counts
+    nowhere = [c for c in problem.task.labels
+               if not any(counts[s].get(c, 0) for s in SPLIT_NAMES)]
+    if nowhere:
+        warnings.warn(f"{where}: declared class(es) {shorten(nowhere)} have no sample at all; "
+                      "the model can predict them but nothing measures them.", stacklevel=3)
     for split in SPLIT_NAMES:
-        absent = [name for name in problem.task.labels if counts[split].get(name, 0) == 0]
+        absent = [c for c in problem.task.labels if c not in nowhere and not counts[split].get(c)]
         if absent:
             warnings.warn(f"{where}: the {split} split has no sample of class(es) "
                           f"{shorten(absent)}; its metrics say nothing about them. Give each "
