@@ -23,7 +23,8 @@ def test_routes_prints_all_eight_and_draws_the_picture(tmp_path):
 
 
 def test_every_run_file_field_documents_its_default():
-    models = [config.RunSpec, config.DataSpec, config.ModelSpec, config.TrainSpec,
+    models = [config.RunSpec, config.DataSpec, config.TransformSpec, config.ModelSpec,
+              config.TrainSpec,
               config.HardwareSpec, config.ConstraintSpec, config.TrackingSpec, config.MlflowSpec]
     for model in models:
         assert model.__doc__

@@ -229,3 +229,8 @@ def test_the_image_folder_example_runs_end_to_end(tmp_path):
     assert "Task Fine-Tuning" in proc.stdout
     assert (out / "report.html").is_file()
     assert list((out / "data").glob("*.splits.json"))  # the splits are kept for a resume
+
+
+def test_a_missing_folder_is_named_as_missing_not_as_an_unknown_built_in(tmp_path):
+    with pytest.raises(DataError, match=r"folder .*imgs/train does not exist"):
+        load(tmp_path / "imgs" / "train")

@@ -17,7 +17,7 @@ from tlroutes.data.sources.images import is_image_source, load_images
 from tlroutes.data.sources.npz import npz_problem
 from tlroutes.data.sources.splitting import fingerprint_path
 from tlroutes.data.sources.tables import TABLE_SUFFIXES, Columns, frame_problem, read_table
-from tlroutes.errors import ConfigError
+from tlroutes.errors import ConfigError, DataError
 from tlroutes.problem import Problem
 
 if TYPE_CHECKING:
@@ -64,6 +64,11 @@ def file_problem(spec: DataSpec, seed: int, role: str) -> Problem | None:
     cols = Columns(label=spec.label, features=spec.features, text=spec.text,
                    text_length=spec.text_length, split_column=spec.split_column,
                    domain_column=spec.domain_column, domain_value=spec.domain_value)
+    if spec.dataset not in BUILTIN_DATASETS and not path.exists() and (
+            "/" in spec.dataset or "\\" in spec.dataset or suffix):
+        # a path, not a built-in name: say that it is missing, not that no dataset has its name
+        raise DataError(f"Data file or folder {path} does not exist (a relative path is read "
+                        f"from the current folder, {Path.cwd()}).")
     if spec.dataset not in BUILTIN_DATASETS and not is_datasets_folder(path) \
             and is_image_source(path):
         return load_images(path, options, key=key, cols=cols, transforms=spec.transforms,
