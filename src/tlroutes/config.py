@@ -174,11 +174,13 @@ class DataSpec(_Spec):
     dataset: str = Field(
         "digits",
         description="A built-in generator ('digits': scikit-learn's 8×8 digits; 'mnist1d': "
-        "procedural 1-D signals) or a path: an .npz archive (x_train, y_train, x_val, y_val, x_test, y_test, "
-        "or unsplit x and y; optional 'labels', the label names; y may be left out for an "
-        "unlabelled target), a table (.csv, .tsv, .parquet; see label, features, text, "
-        "split_column, domain_column), or a folder saved by Hugging Face datasets' "
-        "save_to_disk (a Dataset or a DatasetDict with train/validation/test splits). Data "
+        "procedural 1-D signals) or a path: an .npz archive (x_train, y_train, x_val, y_val, "
+        "x_test, y_test, or unsplit x and y; optional 'labels', the label names; y may be left "
+        "out for an unlabelled target), a table (.csv, .tsv, .parquet; see label, features, "
+        "text, split_column, domain_column), a folder saved by Hugging Face datasets' "
+        "save_to_disk (a Dataset or a DatasetDict with train/validation/test splits), or images: "
+        "a folder in the ImageFolder layout (<class>/<image>) or a .csv/.tsv with a 'path' "
+        "column (and label, optional split and domain columns; see transforms). Data "
         "without pre-made splits is split by `split` (stratified, seeded) and the lists are kept "
         "in the run folder. Default 'digits'.",
     )
