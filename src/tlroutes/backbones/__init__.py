@@ -10,7 +10,7 @@ Example::
 """
 
 # Registers the pretrained trunks and their stems; their packages are imported only when built.
-from tlroutes.backbones import pretrained  # noqa: F401
+from tlroutes.backbones import named, pretrained  # noqa: F401
 from tlroutes.backbones.heads import create_head
 from tlroutes.backbones.registry import (
     INPUT_KINDS,

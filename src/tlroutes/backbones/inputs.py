@@ -80,6 +80,9 @@ def trunk_input_config(name: str | None) -> InputConfig | None:
     None when ``name`` is None, unknown here (the model block reports that) or declares none."""
     if name is None:
         return None
-    builder = dict(TRUNKS.items()).get(name)
+    try:
+        builder = TRUNKS.find(name)
+    except ConfigError:  # a bad timm:/module: name: the model block reports it
+        return None
     config = getattr(builder, "input_config", None)
     return config if isinstance(config, InputConfig) else None

@@ -53,6 +53,9 @@ class Registry:
     def __init__(self, what: str) -> None:
         self.what = what
         self._builders: dict[str, Callable[..., nn.Module]] = {}
+        #: Functions asked, in turn, for a builder of a name not registered (e.g. ``timm:...``,
+        #: see :mod:`tlroutes.backbones.named`); each returns a builder or None.
+        self.resolvers: list[Callable[[str], Callable[..., nn.Module] | None]] = []
 
     def register(self, name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
         """Decorator registering a class or factory under ``name``; returns it unchanged."""
@@ -73,15 +76,28 @@ class Registry:
         """The registered names, sorted."""
         return sorted(self._builders)
 
+    def find(self, name: str) -> Callable[..., nn.Module] | None:
+        """The builder for ``name``: registered, or made by a resolver; else None."""
+        builder = self._builders.get(name)
+        if builder is None and isinstance(name, str):
+            for resolve in self.resolvers:
+                builder = resolve(name)
+                if builder is not None:
+                    break
+        return builder
+
     def get(self, name: str) -> Callable[..., nn.Module]:
-        """The builder registered under ``name``; unknown → :class:`ConfigError` with a hint."""
-        try:
-            return self._builders[name]
-        except KeyError:
-            raise ConfigError(
-                f"Unknown {self.what} '{shorten(str(name))}'.{did_you_mean(name, self._builders)} "
-                f"Registered {self.what}s: {', '.join(self.names())}."
-            ) from None
+        """The builder for ``name`` (see :meth:`find`); unknown → :class:`ConfigError` with a
+        hint."""
+        builder = self.find(name)
+        if builder is not None:
+            return builder
+        hint = (" Or name one by origin: 'timm:<model>', 'module:<package.module:factory>'."
+                if self.resolvers else "")
+        raise ConfigError(
+            f"Unknown {self.what} '{shorten(str(name))}'.{did_you_mean(name, self._builders)} "
+            f"Registered {self.what}s: {', '.join(self.names())}.{hint}"
+        )
 
     def items(self) -> list[tuple[str, Callable[..., nn.Module]]]:
         """``(name, builder)`` pairs in registration order."""
@@ -217,7 +233,8 @@ def check_size(builder: Callable[..., nn.Module], where: str, *args: Any, **kwar
     counted at :data:`BYTES_PER_PARAMETER` bytes each. Builders that load weights from files (the
     pretrained trunks) are not probed: their size comes from the file, not from the arguments.
     """
-    if getattr(builder, "__module__", "").startswith("tlroutes.backbones.pretrained"):
+    if getattr(builder, "__module__", "").startswith(("tlroutes.backbones.pretrained",
+                                                       "tlroutes.backbones.named")):
         return
     try:
         # The probe's own warnings (a zero-sized layer) are the real build's to give.
