@@ -44,7 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         *(f"{p}.{m}" for p in REPORT_PACKAGES
           for m in ("document", "tables", "plots", "html", "markdown", "collect", "details")),
     )),
-    ("machinery", ("measure", "train")),
+    ("machinery", ("measure", "train", "manifest", "use")),
     ("routes", ("routes",)),
     ("orchestration", (
         "runner", "planner",

@@ -35,6 +35,7 @@ from tlroutes.config import (
 )
 from tlroutes.data.sources.splitting import run_folder
 from tlroutes.errors import ConfigError, RunFolderError, TLRoutesError
+from tlroutes.manifest import recording
 from tlroutes.measure.placement import following, forget_last_placement, last_placement
 from tlroutes.reporting.build import build_report
 from tlroutes.routes.common import RecipeSpec, parse_recipe
@@ -157,7 +158,9 @@ def run(
         raise problem
     try:
         fabric.barrier()
-        return _run_in(out, resolved, resume, progress, fabric)
+        # Each trained model gets manifest.json beside its weights (tlroutes.manifest).
+        with recording(route=spec.route, model_spec=spec.model.model_dump(mode="json")):
+            return _run_in(out, resolved, resume, progress, fabric)
     finally:
         if lock is not None:
             lock.release()

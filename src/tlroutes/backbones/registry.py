@@ -113,7 +113,7 @@ class Registry:
         if kwargs:
             check_size(builder, where, *args, **kwargs)
         try:
-            return builder(*args, **kwargs)
+            module = builder(*args, **kwargs)
         except (TLRoutesError, KeyboardInterrupt):
             raise
         except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:
@@ -121,6 +121,9 @@ class Registry:
                 raise
             raise ConfigError(f"{where} cannot be built with {shorten(kwargs, 200)}: "
                               f"{shorten(str(exc), 300)}") from exc
+        # How it was built, so a run's manifest can rebuild it (tlroutes.manifest).
+        module.__dict__["tlroutes_factory"] = (self.what, name, dict(kwargs))
+        return module
 
 
 def check_kwargs(

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 from tlroutes.errors import CheckpointError, ConfigError, TrainingDivergedError
 from tlroutes.lazy_inputs import LazyInputs
+from tlroutes.manifest.record import note_saved
 from tlroutes.model import apply_frozen_state
 from tlroutes.runfolder import register_root, write_json
 from tlroutes.runfolder.reads import read_done
@@ -210,6 +211,7 @@ class Trainer:
         path = self.run_dir / f"{name}.safetensors"
         if self.is_main:
             save_weights_atomic(model, path)
+            note_saved(model, path, self.seed)  # its manifest.json (tlroutes.manifest)
         return path
 
     def stage_dir(self, name: str) -> Path:

@@ -21,6 +21,7 @@ from torch import nn
 from tlroutes.backbones.pretrained.weights import load_pretrained
 from tlroutes.config import DataSpec, ModelSpec, TrainSpec
 from tlroutes.data.load import load_problem
+from tlroutes.manifest.record import note_problem
 from tlroutes.model import TransferModel, build_model
 from tlroutes.objectives.tasks import primary_metric, task_metrics
 from tlroutes.problem import Domain, Problem, Split, Task
@@ -32,7 +33,10 @@ from tlroutes.train.streams import Stream
 
 def load(spec: DataSpec, run_seed: int, role: str) -> Problem:
     """Load the problem a run file's ``source`` or ``target`` block describes."""
-    return load_problem(spec, run_seed if spec.seed is None else spec.seed, role)
+    seed = run_seed if spec.seed is None else spec.seed
+    problem = load_problem(spec, seed, role)
+    note_problem(role, spec, seed, problem)  # for the run's manifest (tlroutes.manifest)
+    return problem
 
 
 def build(
