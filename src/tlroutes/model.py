@@ -3,7 +3,9 @@
 A :class:`TransferModel` holds one stem per domain, one shared trunk and one head per task. Every
 route is a pattern over these parts (see DESIGN.md): a new head for Task Fine-Tuning, a new stem
 for Modality Transfer, a stem per domain for Weight Sharing, a head per task for Multi-Task
-Learning.
+Learning. For a multi-task model the trunk may instead be a
+:class:`~tlroutes.backbones.sharing.TaskSharing` architecture (MMoE, PLE, MTAN, cross-stitch)
+that gives each task its own features; :meth:`TransferModel.task_features` reads them either way.
 
 Parameter names follow the parts: ``stems.<domain>.*``, ``trunk.*``, ``heads.<task>.*``. They
 are what :func:`freeze`, :func:`unfreeze` and :func:`param_groups` match against.
@@ -26,6 +28,13 @@ from typing import Any
 from torch import Tensor, nn
 
 from tlroutes.backbones import check_trunk, create_head, create_stem, create_trunk
+from tlroutes.backbones.sharing import (
+    HARD,
+    SharedFeatures,
+    TaskSharing,
+    create_sharing,
+    sharing_name,
+)
 from tlroutes.errors import CheckpointError, ConfigError, did_you_mean
 from tlroutes.problem import Domain, Task
 
@@ -78,11 +87,49 @@ class TransferModel(nn.Module):
         Names may be left out when there is only one stem / head; an unknown name raises
         :class:`ConfigError` listing the ones there are.
         """
+        if isinstance(self.trunk, TaskSharing):
+            name = _head_name(self.heads, head)
+            return self.heads[name](self.task_features(x, stem, [name]).per_task[name])
         return _pick(self.heads, head, "head")(self.trunk(_pick(self.stems, stem, "stem")(x)))
 
     def features(self, x: Tensor, stem: str | None = None) -> Tensor:
-        """Trunk features ``(B, trunk.out_dim)`` of ``x`` read by stem ``stem``."""
+        """Trunk features ``(B, trunk.out_dim)`` of ``x`` read by stem ``stem``.
+
+        A multi-task trunk (a :class:`TaskSharing`) has no single feature tensor: it raises
+        :class:`ConfigError` pointing to :meth:`task_features`.
+        """
+        if isinstance(self.trunk, TaskSharing):
+            raise ConfigError(
+                f"This model's trunk ({type(self.trunk).__name__}) gives each task its own "
+                "features; read them with model.task_features(x), or a task's outputs with "
+                "model(x, head=<task>).")
         return self.trunk(_pick(self.stems, stem, "stem")(x))
+
+    def task_features(
+        self, x: Tensor, stem: str | None = None, tasks: Iterable[str] | None = None
+    ) -> SharedFeatures:
+        """Each task's features and the shared representation, for any trunk.
+
+        Args:
+            tasks: the heads whose features are wanted. Default ``None``: every head.
+
+        Returns a :class:`SharedFeatures`: ``per_task[name]`` ``(B, out_dim)``, and ``shared``,
+        the tensor every task's features come from (a plain trunk's features; an MMoE's
+        stacked expert outputs; ``None`` for architectures without one).
+        """
+        names = list(self.heads.keys() if tasks is None else tasks)
+        h = _pick(self.stems, stem, "stem")(x)
+        if isinstance(self.trunk, TaskSharing):
+            return self.trunk(h, names)
+        feats = self.trunk(h)
+        return SharedFeatures({n: feats for n in names}, feats)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The parameters several tasks' losses reach: the stems and the trunk, less a
+        multi-task trunk's task-private parts (its gates, own experts, attention masks)."""
+        trunk = (self.trunk.shared_parameters() if isinstance(self.trunk, TaskSharing)
+                 else list(self.trunk.parameters()))
+        return [*self.stems.parameters(), *trunk]
 
     def forward_heads(
         self, x: Tensor, stem: str | None = None, heads: Iterable[str] | None = None
@@ -92,9 +139,11 @@ class TransferModel(nn.Module):
         Args:
             heads: the heads to run. Default ``None``: all of them.
         """
-        feats = self.features(x, stem)
-        names = self.heads.keys() if heads is None else heads
-        return {name: _pick(self.heads, name, "head")(feats) for name in names}
+        names = list(self.heads.keys() if heads is None else heads)
+        for name in names:
+            _pick(self.heads, name, "head")
+        feats = self.task_features(x, stem, names).per_task
+        return {name: self.heads[name](feats[name]) for name in names}
 
     # -- editing -------------------------------------------------------------------------------
 
@@ -164,6 +213,12 @@ def _pick(table: nn.ModuleDict, name: str | None, what: str) -> nn.Module:
         ) from None
 
 
+def _head_name(table: nn.ModuleDict, name: str | None) -> str:
+    """The key of the head ``name`` picks (the only one when ``name`` is None)."""
+    module = _pick(table, name, "head")
+    return next(k for k, v in table.items() if v is module)
+
+
 def _add(table: nn.ModuleDict, name: str, module: nn.Module, what: str, replace: bool) -> None:
     if not isinstance(module, nn.Module):
         raise ConfigError(f"A {what} must be a torch.nn.Module, got {type(module).__name__}.")
@@ -226,6 +281,8 @@ def build_model(
     stem: str | Mapping[str, str] = "auto",
     stem_args: Mapping[str, Any] | None = None,
     head_args: Mapping[str, Any] | None = None,
+    sharing: str = HARD,
+    sharing_args: Mapping[str, Any] | None = None,
 ) -> TransferModel:
     """Assemble a :class:`TransferModel`: one stem per domain, one trunk, one head per task.
 
@@ -245,10 +302,27 @@ def build_model(
             ``{domain key: {...}}`` for different arguments per domain. Default ``None``.
         head_args: arguments for :func:`create_head` (``hidden``, ``dropout``), for every head
             or ``{task key: {...}}``. Default ``None``.
+        sharing: how the tasks share the trunk: ``"hard"`` (default: one trunk read by every
+            head) or a multi-task architecture (``"mmoe"``, ``"ple"``, ``"mtan"``,
+            ``"cross_stitch"``; see :mod:`tlroutes.backbones.sharing`), built over copies of
+            the trunk ``trunk`` names (a name is needed: experts are built anew, not copied).
+        sharing_args: arguments of the architecture (e.g. ``{"experts": 3}``). Default
+            ``None``.
     """
     domain_map = _keyed(domains, Domain, "domain")
     task_map = _keyed(tasks, Task, "task")
-    if isinstance(trunk, str):
+    sharing = sharing_name(sharing)
+    if sharing != HARD:
+        if not isinstance(trunk, str):
+            raise ConfigError(f"sharing '{sharing}' builds its trunks from a trunk name (each "
+                              "expert or column initialised anew); got a module.")
+        t_args = dict(trunk_args or {})
+        trunk_module = create_sharing(sharing, lambda: create_trunk(trunk, **t_args),
+                                      list(task_map), **dict(sharing_args or {}))
+    elif sharing_args:
+        raise ConfigError("sharing_args only apply with a sharing architecture other than "
+                          "'hard'.")
+    elif isinstance(trunk, str):
         trunk_module = create_trunk(trunk, **dict(trunk_args or {}))
     elif isinstance(trunk, nn.Module):
         if trunk_args:
