@@ -288,7 +288,13 @@ class ModelSpec(_Spec):
     """The network: stems → trunk → heads."""
 
     trunk: str = Field(
-        "cnn2d", description="Built-in trunk: 'mlp', 'cnn2d', 'cnn1d' or 'transformer'. "
+        "cnn2d", description="The trunk: built in ('mlp', 'cnn2d', 'cnn1d', 'transformer', "
+        "'efficientnet_lite0', 'minilm_l6') or named by origin: 'timm:<model>' (a timm model; its "
+        "input size and statistics set the image transforms), 'hf:<folder or hub id>' (a "
+        "transformers vision model with its image processor, or a text model with its "
+        "tokenizer; local files and the local Hugging Face cache, the hub only with "
+        "trunk_args.download), 'module:<package.module:factory>' (any nn.Module factory) or a "
+        "plug-in's 'tlroutes.trunks' entry point. The feature width is read from the model. "
         "Default 'cnn2d'.",
     )
     trunk_args: dict[str, Any] = Field(

