@@ -92,7 +92,8 @@ class Registry:
         builder = self.find(name)
         if builder is not None:
             return builder
-        hint = (" Or name one by origin: 'timm:<model>', 'module:<package.module:factory>'."
+        hint = (" Or name one by origin: 'timm:<model>', 'hf:<folder or hub id>', "
+                "'module:<package.module:factory>'."
                 if self.resolvers else "")
         raise ConfigError(
             f"Unknown {self.what} '{shorten(str(name))}'.{did_you_mean(name, self._builders)} "
