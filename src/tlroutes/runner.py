@@ -33,6 +33,7 @@ from tlroutes.config import (
     dump_run,
     iter_specs,
 )
+from tlroutes.data.load import labels_needed_by
 from tlroutes.data.sources.splitting import run_folder
 from tlroutes.errors import ConfigError, RunFolderError, TLRoutesError
 from tlroutes.manifest import recording
@@ -187,7 +188,9 @@ def _run_in(out: Path, resolved: Resolved, resume: bool, progress: bool | Progre
             # is another draw, and measured again a borderline pair could refuse the plan.
             # Automatic splits of unsplit data are kept in the seed's folder and reused on resume.
             with following(resolved.plan.placements if resolved.plan is not None else []), \
-                    run_folder(folder):
+                    run_folder(folder), labels_needed_by(
+                        f"the {title_of(module)} route (it trains on or scores each problem it "
+                        "loads with its labels)"):
                 summary = module.run(one, recipe, trainer).model_copy(
                     update={"seed": seed, "route": spec.route, "title": title_of(module)})
             _add_label_relation(summary)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +17,22 @@ from tlroutes.problem import Problem
 
 if TYPE_CHECKING:
     from tlroutes.config import DataSpec
+
+
+#: What needs the labels of a problem loaded without ``allow_unlabelled`` (said when it has none).
+_NEEDS_LABELS: ContextVar[str] = ContextVar(
+    "needs_labels", default="training on it and the report's metrics")
+
+
+@contextmanager
+def labels_needed_by(what: str) -> Iterator[None]:
+    """Within the block, a problem loaded without labels is refused as needed by ``what`` (the
+    runner names the route: "Task Fine-Tuning (it trains on the target's labels)")."""
+    token = _NEEDS_LABELS.set(what)
+    try:
+        yield
+    finally:
+        _NEEDS_LABELS.reset(token)
 
 
 def load_problem(spec: DataSpec, seed: int, role: str = "data", *,
@@ -35,7 +54,7 @@ def load_problem(spec: DataSpec, seed: int, role: str = "data", *,
     else:
         problem = _load(spec, seed, role)
     if not allow_unlabelled:
-        require_labels(problem, role, "training and the report's metrics")
+        require_labels(problem, role, _NEEDS_LABELS.get())
     if spec.domain is not None:
         problem.domain = replace(problem.domain, name=spec.domain)
         # plan and run place the pair by this declaration (tlroutes.measure.placement)

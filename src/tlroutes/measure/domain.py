@@ -51,6 +51,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
+from tlroutes.measure.sample import held_problem
 from tlroutes.measure.two_sample import (
     PCA_COMPONENTS,
     C2STResult,
@@ -308,6 +309,11 @@ def compare_domains(
     """
     if seeds < 1:
         raise ValueError(f"compare_domains(): seeds must be at least 1, got {seeds}.")
+    # Lazily read inputs (an image folder): a seeded subsample read once, in chunks, pooled as
+    # the tests pool them (tlroutes.measure.sample); in-memory inputs pass as they are.
+    side = MAX_IMAGE_SIDE if features is None else None
+    source = held_problem(source, max_samples, seed, max_side=side)
+    target = held_problem(target, max_samples, seed, max_side=side)
     majority = seeds // 2 + 1
     runs: list[DomainEvidence] = []
     for k in range(seeds):
@@ -366,7 +372,9 @@ def _compare_once(
     x_s, y_s = _pooled(source)
     x_t, y_t = _pooled(target)
     evidence.n = {"source_available": len(x_s), "target_available": len(x_t)}
-    both_classification = source.task.kind == target.task.kind == "classification"
+    # an unlabelled side's targets are placeholders: no class matching, no label-shift test
+    both_classification = (source.task.kind == target.task.kind == "classification"
+                           and not source.unlabelled and not target.unlabelled)
     groups: np.ndarray | None = None
     shared: list[str] = []
     if both_classification:
@@ -387,7 +395,9 @@ def _compare_once(
     else:
         index_s = _cap(len(x_s), max_samples, rng)
         index_t = _cap(len(x_t), max_samples, rng)
-        evidence.matching = "disjoint-labels" if both_classification else "direct"
+        evidence.matching = ("disjoint-labels" if both_classification else
+                             "unlabelled" if source.unlabelled or target.unlabelled
+                             else "direct")
     x_s, x_t = x_s[torch.from_numpy(index_s)], x_t[torch.from_numpy(index_t)]
     evidence.n.update(source_used=len(x_s), target_used=len(x_t))
     if min(len(x_s), len(x_t)) < MIN_PER_SIDE:

@@ -116,7 +116,8 @@ def inspect(
 
 def describe(problem: Problem) -> dict[str, Any]:
     """A problem's facts for the evidence: modality, shape, task, labels (declared, and those
-    with samples), samples per class in each split, and split sizes."""
+    with samples), samples per class in each split (none for unlabelled data), and split
+    sizes."""
     return {
         "name": problem.name,
         "domain": problem.domain.name,
@@ -126,6 +127,7 @@ def describe(problem: Problem) -> dict[str, Any]:
         "labels": list(problem.task.labels),
         "present_labels": list(problem.present_labels()),
         "class_counts": problem.class_counts,
+        "unlabelled": problem.unlabelled,
         "train": len(problem.train), "val": len(problem.val), "test": len(problem.test),
     }
 
@@ -190,7 +192,9 @@ def run_problems(spec: RunSpec, notes: list[str] | None = None) -> dict[str, Pro
         blocks["target"] = spec.target
     problems = {}
     for name, block in blocks.items():
-        problem = load_problem(block, spec.seed if block.seed is None else block.seed, name)
+        # measurement reads no label it lacks (tlroutes.measure.task, .domain)
+        problem = load_problem(block, spec.seed if block.seed is None else block.seed, name,
+                               allow_unlabelled=True)
         problem.name = name
         problems[name] = problem
     return problems
@@ -211,7 +215,8 @@ def load_data(obj: DataLike, seed: int, role: str) -> Problem:
     else:
         raise ConfigError(f"{role}: cannot read {type(obj).__name__} as data; give a dataset "
                           "name, a .npz path, a data block or a Problem.")
-    return load_problem(spec, seed if spec.seed is None else spec.seed, role)
+    return load_problem(spec, seed if spec.seed is None else spec.seed, role,
+                        allow_unlabelled=True)
 
 
 def parse_data_arg(text: str) -> DataSpec:

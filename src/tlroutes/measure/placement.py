@@ -35,13 +35,13 @@ from torch import Tensor
 from tlroutes.lazy_inputs import LazyInputs
 from tlroutes.matrix import Route
 from tlroutes.measure.domain import (
-    MAX_IMAGE_SIDE,
     VERDICT_SEEDS,
     DomainEvidence,
     compare_domains,
 )
+from tlroutes.measure.sample import sampled_split
 from tlroutes.measure.task import TaskEvidence, compare_tasks
-from tlroutes.problem import Problem, Split
+from tlroutes.problem import Problem
 
 FeatureFn = Callable[[Tensor], Tensor]
 
@@ -264,48 +264,20 @@ def measure_pair(
         if hit is not None:
             return _renamed(hit, first, second)
     used = 0 if seed is None else seed
-    if features is None:
-        first, second = _held(first, max_samples, used), _held(second, max_samples, used)
     domain = compare_domains(first, second, features=features, alpha=alpha,
                              permutations=permutations, max_samples=max_samples, seed=used,
                              seeds=seeds)
+    # a source model reads a seeded subsample of the target's lazily read inputs, at full size
+    target = second if source_model is None or not second.train.is_lazy else replace(
+        second, train=sampled_split(second.train, max_samples, used))
     pair = PairEvidence(first.name, second.name, domain,
-                        compare_tasks(first, second, source_model=source_model))
+                        compare_tasks(first, target, source_model=source_model))
     if cacheable:
         _CACHE.setdefault(key, {})[used] = pair
         _CACHE.move_to_end(key)
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
     return pair
-
-
-def _held(problem: Problem, max_samples: int, seed: int) -> Problem:
-    """``problem`` with lazily read train and validation inputs replaced by at most
-    ``max_samples`` of them (seeded), read now in chunks, images average-pooled to
-    :data:`~tlroutes.measure.domain.MAX_IMAGE_SIDE` a side as the measurement pools them.
-
-    Why: the domain test reads every input it is given as a tensor; 20,000 images at 224 px
-    would not fit in memory, and it measures at most ``max_samples`` per side anyway. Data held
-    in memory is passed through unchanged.
-    """
-    if not (problem.train.is_lazy or problem.val.is_lazy):
-        return problem
-    gen = torch.Generator().manual_seed(seed)
-
-    def held(split: Split) -> Split:
-        if not split.is_lazy:
-            return split
-        rows = torch.randperm(len(split), generator=gen)[:max_samples].sort().values
-        parts = []
-        for chunk in rows.split(256):
-            x = split.x.load(chunk)
-            if x.dim() == 4 and max(x.shape[-2:]) > MAX_IMAGE_SIDE:
-                x = torch.nn.functional.adaptive_avg_pool2d(
-                    x.float(), (min(x.shape[-2], MAX_IMAGE_SIDE), min(x.shape[-1], MAX_IMAGE_SIDE)))
-            parts.append(x)
-        return Split(torch.cat(parts), split.y[rows])
-
-    return replace(problem, train=held(problem.train), val=held(problem.val))
 
 
 def clear_cache() -> None:

@@ -25,7 +25,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -130,6 +130,10 @@ class LabelPresence:
     [0, 1] (0 = the same proportions); ``None`` with fewer than two shared classes."""
     splits: tuple[str, ...] = ("train", "val", "test")
     """The splits counted."""
+    unlabelled: tuple[str, ...] = ()
+    """The sides (``"source"``, ``"target"``) without labels: their declared classes are taken
+    as present (the
+    closed-set assumption), their counts left empty and no prior shift measured."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -190,8 +194,21 @@ def label_presence(
         if problem.task.kind == "regression":
             raise DataError(f"'{problem.name}' is a regression task: it has no classes to "
                             "compare.")
-    return label_presence_from_counts(
+    presence = label_presence_from_counts(
         _summed(source, splits), _summed(target, splits), splits=splits)
+    if not (source.unlabelled or target.unlabelled):
+        return presence
+    # An unlabelled side's declared classes count as present (the closed-set assumption Domain
+    # Adaptation makes of an unlabelled target); its counts and the prior shift are unknown.
+    return replace(
+        presence, prior_shift=None,
+        source_counts={} if source.unlabelled else presence.source_counts,
+        target_counts={} if target.unlabelled else presence.target_counts,
+        declared_without_samples={
+            side: () if problem.unlabelled else presence.declared_without_samples[side]
+            for side, problem in (("source", source), ("target", target))},
+        unlabelled=tuple(side for side, p in (("source", source), ("target", target))
+                         if p.unlabelled))
 
 
 def label_presence_from_y(
@@ -240,7 +257,10 @@ def label_presence_from_counts(
 
 
 def _summed(problem: Problem, splits: tuple[str, ...]) -> dict[str, int]:
-    """Samples per declared label over ``splits``."""
+    """Samples per declared label over ``splits`` (1 each for an unlabelled problem: present,
+    count unknown; :func:`label_presence` drops them)."""
+    if problem.unlabelled:
+        return dict.fromkeys(problem.task.labels, 1)
     counts = problem.class_counts
     return {label: sum(counts[s][label] for s in splits if s in counts)
             for label in problem.task.labels}
@@ -337,6 +357,10 @@ def _label_sentence(
 def _presence_sentence(presence: LabelPresence) -> str:
     """Where the declared lists say more than the samples: a sentence per difference."""
     out = ""
+    if presence.unlabelled:
+        out += (f" The {' and the '.join(presence.unlabelled)} hold"
+                f"{'s' if len(presence.unlabelled) == 1 else ''} no labels: the declared "
+                "classes are taken as present (counts unknown).")
     for side, missing in presence.declared_without_samples.items():
         if missing:
             out += (f" The {side} declares {_names(missing)} but has no sample of "
@@ -360,6 +384,10 @@ def _measure_source_model(
     if source.task.kind == "regression":
         evidence.notes.append("NCE and agreement need a source model that predicts classes; "
                               "the source task is regression.")
+        return
+    if target.unlabelled:
+        evidence.notes.append("NCE and agreement compare the source model's predictions with "
+                              "target labels; the target holds none.")
         return
     logits = _apply(source_model, target.train.x, batch_size)
     width = source.task.num_outputs

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from tlroutes.errors import ConfigError, DataError
+from tlroutes.lazy_inputs import LazyInputs
 from tlroutes.measure.scores import h_score, knn_hits, leep, linear_probe_hits, logme, nce
 from tlroutes.problem import Problem
 
@@ -244,12 +245,18 @@ def rank_trunks(
                           f"{list(candidates)}.")
     if bootstrap < 0 or max_samples < 2:
         raise ConfigError("bootstrap must be >= 0 and max_samples >= 2.")
+    if target.unlabelled:
+        raise DataError(f"'{target.name}' holds no labels, but ranking trunks for it needs "
+                        "them (LogME, H-score, the probes, LEEP and NCE score features against "
+                        "the target's labels). Give a labelled target, or inspect without "
+                        "--candidate.")
     rng = np.random.default_rng(seed)
     x, y_all = target.train.x, target.train.y
     keep = np.arange(len(target.train))
     if keep.size > max_samples:
         keep = np.sort(rng.choice(keep.size, size=max_samples, replace=False))
-    x = x[torch.as_tensor(keep)]
+    # lazily read inputs stay lazy: _apply reads them one batch at a time
+    x = x.subset(torch.as_tensor(keep)) if isinstance(x, LazyInputs) else x[torch.as_tensor(keep)]
     y = y_all[torch.as_tensor(keep)].cpu().numpy()
     n = keep.size
     kind = target.task.kind

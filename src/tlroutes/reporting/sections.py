@@ -116,6 +116,11 @@ def _metrics(run: RunData) -> Section:
                                      "summary.json). The learning curves below show the epochs "
                                      "that did finish."))
         return section
+    if not s.metrics:
+        # an unlabelled target (Domain Adaptation) is never scored from placeholder targets
+        section.blocks.append(Notice("Target metrics unavailable: "
+                                     f"{s.metric_note or 'the run measured none.'}", "info"))
+        return section
     section.blocks.append(_verdict(s))
     section.blocks.append(_metrics_table(s))
     if s.also:

@@ -38,6 +38,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
 from tlroutes.config import RunSpec, TrainSpec
+from tlroutes.data.load import load_problem
 from tlroutes.errors import ConfigError, did_you_mean
 from tlroutes.matrix import Route
 from tlroutes.model import TransferModel
@@ -50,8 +51,11 @@ from tlroutes.reporting.details import details_blocks
 from tlroutes.reporting.document import Block, Image, Notice, Text
 from tlroutes.routes.common import RecipeSpec, require_fit, summarise
 from tlroutes.routes.da_variants import (
+    UNLABELLED_TARGET_NOTE,
     LabelRelation,
+    check_unlabelled_target,
     label_relation,
+    target_metrics,
     to_source_labels,
     variant_module,
 )
@@ -196,7 +200,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
         if recipe.variant in ("auto", "source_free"):
             # No source data at all: only a trained source model (variant_args.source_model)
             # can be adapted; the variant says so when none is given.
-            target = load(spec.target, spec.seed, "target")
+            target = _load_target(spec)
+            check_unlabelled_target(target, recipe, "source_free")
             summary = variant_module("source_free").run(spec, recipe, trainer, None, target)
             summary.details.update(variant="source_free",
                                    variant_reason="source: null, only a trained source model")
@@ -206,11 +211,12 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
             "adapt from; with only a trained source model use variant source_free "
             "(variant_args.source_model).")
     source = load(spec.source, spec.seed, "source")
-    target = load(spec.target, spec.seed, "target")
+    target = _load_target(spec)
     require_fit(ROUTE, source, target)
     if recipe.method != SOURCE_ONLY:
         ALIGNMENTS.check_task(recipe.method, source.task.kind)
     variant, reason = choose_variant(source, target, recipe, spec)
+    check_unlabelled_target(target, recipe, variant)
     if variant != "closed":
         summary = variant_module(variant).run(spec, recipe, trainer, source, target)
         # Every variant's summary names the variant and why, for the report and summary.json.
@@ -226,7 +232,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     model = build(spec.model, {"input": source.domain}, {"task": source.task})
     s, t = spec.source_training, spec.target_training
     trainer.fit(supervised_stage("source", model, source, s, spec.seed, head="task"))
-    source_only = evaluate(model, target.test, target.task, head="task")
+    source_only = target_metrics(
+        target, lambda: evaluate(model, target.test, target.task, head="task"))
     metrics = source_only
     # Features of the source-only model, taken now because adaptation trains the same model on.
     before = _test_features(model, source, target) if trainer.is_main else None
@@ -242,7 +249,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
         trainer.fit(stage("adapt", step, streams, lambda: _validate(model, source, target),
                           target.task, t, monitor=monitor, mode=mode,
                           restore_best=recipe.selection != "last"))
-        metrics = evaluate(model, target.test, target.task, head="task")
+        metrics = target_metrics(
+            target, lambda: evaluate(model, target.test, target.task, head="task"))
 
     trainer.save_model(model)
     if trainer.is_main:
@@ -259,14 +267,26 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
                                      spec.seed))
         baselines["target_supervised"] = evaluate(scratch, target.test, target.task)
     baseline_kind = "target_supervised" if labelled is not None else "source_only"
+    unscored = target.unlabelled
     return summarise(
-        ROUTE, target.task, metrics, baselines[baseline_kind],
-        baseline_kind=baseline_kind, baselines=baselines, method=recipe.method,
+        ROUTE, target.task, metrics, None if unscored else baselines[baseline_kind],
+        metric_note=UNLABELLED_TARGET_NOTE if unscored else None,
+        target_unlabelled=unscored,
+        baseline_kind=baseline_kind, baselines={} if unscored else baselines,
+        method=recipe.method,
         carried_over="stem, trunk and head", selection=recipe.selection,
         selection_uses_target_labels=recipe.selection == "target_accuracy",
         target_labels=recipe.target_labels, source=source.name, target=target.name,
         variant=variant, variant_reason=reason,
     )
+
+
+def _load_target(spec: RunSpec) -> Problem:
+    """The target problem, labelled or not: unsupervised adaptation reads no target label (what
+    would is refused by :func:`~tlroutes.routes.da_variants.check_unlabelled_target`)."""
+    t = spec.target
+    return load_problem(t, spec.seed if t.seed is None else t.seed, "target",
+                        allow_unlabelled=True)
 
 
 def choose_variant(source: Problem, target: Problem, recipe: Recipe,
@@ -397,8 +417,9 @@ def _validate(model: TransferModel, source: Problem, target: Problem) -> dict[st
     if target.task.kind == "classification":
         out["target_im"] = information_maximization(logits)
         out["target_snd"] = soft_neighborhood_density(logits)
-    out.update({f"target_{k}": v for k, v in evaluate(model, target.val, target.task,
-                                                      head="task").items()})
+    if not target.unlabelled:
+        out.update({f"target_{k}": v for k, v in evaluate(model, target.val, target.task,
+                                                          head="task").items()})
     return out
 
 

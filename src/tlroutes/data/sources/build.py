@@ -209,8 +209,16 @@ def build_problem(
 
 
 def require_labels(problem: Problem, role: str, why: str) -> None:
-    """Raise :class:`DataError` when ``problem`` is unlabelled and ``why`` needs labels."""
+    """Raise :class:`DataError` when ``problem`` is unlabelled and ``why`` needs labels.
+
+    ``why`` names what needs them (a route and the step that reads them), said in the message
+    with where unlabelled data is taken instead."""
     if problem.meta.get("unlabelled"):
-        raise DataError(f"{role}: '{problem.name}' holds no labels, but {why} needs them. Give "
-                        "the labels, or use it where none are needed (a Domain Adaptation "
-                        "target, `tlroutes inspect`).")
+        file = problem.meta.get("file")
+        because = problem.meta.get("unlabelled_because")
+        named = f"'{problem.name}'" + (f" ({file}" + (f": {because}" if because else "") + ")"
+                                       if file else "")
+        raise DataError(f"{role}: {named} holds no labels, but {why} needs them. Give the "
+                        "labels (a label column, class folders, y arrays), or use it where "
+                        "none are needed: the target of unsupervised Domain Adaptation "
+                        "(target_labels 0, label-free selection) or `tlroutes inspect`.")

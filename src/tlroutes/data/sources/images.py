@@ -4,7 +4,8 @@ Two layouts are read (``dataset:`` in a run file):
 
 - **ImageFolder**: ``root/<class>/<image>`` — one subfolder per class (its name is the label),
   image files with the usual suffixes (:data:`IMAGE_SUFFIXES`) inside; files elsewhere are
-  ignored. As torchvision's ``ImageFolder``: classes sorted by name.
+  ignored. As torchvision's ``ImageFolder``: classes sorted by name. A folder of images without
+  class subfolders is unlabelled (with ``labels:`` declared, as below).
 - **A table**: a ``.csv`` / ``.tsv`` whose header has a ``path`` column (relative to the table's
   folder, or absolute) and a ``label`` column (``label:`` names another); optional ``split``
   (``train`` / ``val`` / ``test``: the splits as given instead of made; ``split_column:`` names
@@ -104,12 +105,13 @@ def list_image_folder(root: Path) -> ImageList:
                         f"images inside ({root}/<class>/<image>.png).")
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        loose = [p.name for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-        hint = (f" It holds {len(loose)} image(s) directly ({shorten(loose[:3])}); move them "
-                "into class subfolders, or list them with their labels in a CSV of path,label."
-                if loose else "")
-        raise DataError(f"Image folder {root} has no class subfolders; the ImageFolder layout "
-                        f"is {root}/<class>/<image>.png.{hint}")
+        loose = sorted(p for p in root.iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not loose:
+            raise DataError(f"Image folder {root} has no class subfolders and no images; the "
+                            f"ImageFolder layout is {root}/<class>/<image>.png.")
+        # Images without class folders: an unlabelled problem (a Domain Adaptation target)
+        return ImageList(loose, None, where=[str(p) for p in loose])
     paths, labels = [], []
     for folder in classes:
         files = sorted(p for p in folder.rglob("*")
@@ -353,11 +355,18 @@ def load_images(
         raise ConfigError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}.")
     if path.is_dir():
         images = list_image_folder(path)
+        if images.labels is None and not options.labels:
+            raise DataError(
+                f"Image folder {path} holds {len(images.paths)} image(s) directly and no class "
+                f"subfolders, so it has no labels; the ImageFolder layout is {path}/<class>/"
+                "<image>.png (or list the files with their labels in a CSV of path,label). For "
+                "an unlabelled folder (a Domain Adaptation target) give the classes it is "
+                "predicted over as `labels: [...]`.")
         if options.task not in (None, "classification"):
             raise ConfigError(f"{path}: an image folder's labels are its class folders' names; "
                               f"task '{options.task}' cannot be read from them. Use task: "
                               "classification, or a CSV of path,label for other targets.")
-        where = f"{path} (class folders)"
+        where = f"{path} ({'class folders' if images.labels is not None else 'no class folders'})"
     elif path.is_file():
         images = list_image_table(path, cols)
         where = f"{path}, column '{(cols.label if cols else None) or 'label'}'"
@@ -390,6 +399,9 @@ def load_images(
                            else [list(v) for v in t.normalization],
                            "train": [str(a) for a in t.augmentations]},
             "bad_files": [w for w, _ in scan.bad], **facts}
+    if y is None:
+        meta["unlabelled_because"] = ("images without class folders" if path.is_dir()
+                                      else "the table has no label column")
     opts = replace(options, modality="image", meta=meta)
     problem = build_problem(name, x, y, opts, where=where, key=key,
                             source={**fingerprint_path(path), "bad_files": len(scan.bad)},

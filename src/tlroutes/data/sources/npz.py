@@ -114,5 +114,7 @@ def npz_problem(
         options.labels = [str(v) for v in np.atleast_1d(arrays["labels"]).tolist()]
     if y is not None and y.ndim == 2 and y.shape[1] == 1 and options.task != "regression":
         y = y[:, 0]
+    if y is None:
+        options.meta.setdefault("unlabelled_because", "the archive has no y arrays")
     return build_problem(path.stem, x, y, options, where=str(path), key=key, source=source,
                          split_of=split_of)

@@ -3,7 +3,8 @@
 One row is one sample. Columns play these parts (:class:`Columns`):
 
 - ``label``: the target (default: the column named ``label``); class names or ids, or numbers for
-  a regression (``task: regression``);
+  a regression (``task: regression``). A table with neither is **unlabelled** when the data
+  block declares its classes (``labels: [...]``; see :mod:`~tlroutes.data.sources.build`);
 - ``features``: the numeric inputs (default: every other column), read into memory as a float
   tensor ``(N, D)`` — a tabular domain;
 - ``text``: instead of features, one text column, tokenised by the trunk's tokenizer into ids
@@ -169,14 +170,17 @@ def frame_problem(
         raise DataError(f"{where}: domain_value needs domain_column, the column it is a value "
                         "of.")
     label = cols.label
-    if label is None:
-        if "label" not in frame.columns:
-            raise DataError(
-                f"{where}: no `label` column is named and the table has none called 'label' "
-                f"(columns: {shorten(', '.join(map(str, frame.columns)), 300)}); set `label:` to "
-                "the target column.")
+    if label is None and "label" in frame.columns:
         label = "label"
-    _check_column(frame, label, "label", where)
+    if label is not None:
+        _check_column(frame, label, "label", where)
+    elif not options.labels and options.task in (None, "classification"):
+        # No label column and no label list: most likely a forgotten `label:`, said as such.
+        raise DataError(
+            f"{where}: no `label` column is named and the table has none called 'label' "
+            f"(columns: {shorten(', '.join(map(str, frame.columns)), 300)}); set `label:` to "
+            "the target column. For an unlabelled table (a Domain Adaptation target) give the "
+            "classes it is predicted over as `labels: [...]` instead.")
     for field_name in ("text", "split_column"):
         column = getattr(cols, field_name)
         if column is not None:
@@ -217,5 +221,9 @@ def frame_problem(
     if options.domain is None and cols.domain_value is not None:
         options.domain = str(cols.domain_value)
     split_of = frame[cols.split_column] if cols.split_column is not None else None
+    if label is None:
+        options.meta.setdefault("unlabelled_because", "the table has no label column")
+        return build_problem(name, x, None, options, where=f"{where} (no label column)", key=key,
+                             source=source, split_of=split_of)
     return build_problem(name, x, frame[label], options, where=f"{where}, column '{label}'",
                          key=key, source=source, split_of=split_of)

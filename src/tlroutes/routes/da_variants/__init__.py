@@ -19,11 +19,19 @@ Labels are compared **by name over the classes present** (samples of that class 
 not by the declared lists: a declared class without samples transfers nothing, and two problems
 may number the same class differently. :func:`label_relation` says how the two sets relate and
 :func:`to_source_labels` renumbers the target's ``y`` in the source's label order.
+
+**An unlabelled target** (``Problem.unlabelled``: no label column, class folders or ``y``) runs
+every variant that does not train on target labels — closed, partial, open_set, source_free —
+with label-free selection; its classes are the declared ones (``labels:``), and no target metric
+is computed from its placeholder targets (:func:`target_metrics`): the summary says so
+(:data:`UNLABELLED_TARGET_NOTE`). What would read its labels is refused by name
+(:func:`check_unlabelled_target`).
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -33,7 +41,8 @@ import torch
 from tlroutes.errors import ConfigError, did_you_mean
 from tlroutes.problem import Problem, Split
 
-__all__ = ["VARIANTS", "LabelRelation", "label_relation", "to_source_labels", "variant_module",
+__all__ = ["UNLABELLED_TARGET_NOTE", "VARIANTS", "LabelRelation", "check_unlabelled_target",
+           "label_relation", "target_metrics", "to_source_labels", "variant_module",
            "variant_options"]
 
 #: The recipe's ``variant`` values besides ``auto``, in the order the docs list them.
@@ -94,7 +103,10 @@ def _names(names: tuple[str, ...], limit: int = 6) -> str:
 
 
 def present(problem: Problem) -> tuple[str, ...]:
-    """Names of ``problem``'s classes with at least one sample in train, val or test."""
+    """Names of ``problem``'s classes with at least one sample in train, val or test; for an
+    unlabelled problem its declared classes (the closed-set assumption)."""
+    if problem.unlabelled:
+        return problem.present_labels()
     ys = [s.y for s in (problem.train, problem.val, problem.test) if len(s)]
     if not ys:
         return ()
@@ -136,11 +148,50 @@ def to_source_labels(target: Problem, source: Problem, unknown: int | None = Non
                            for n in target.task.labels], dtype=torch.long)
 
     def renumber(split: Split) -> Split:
+        if target.unlabelled:
+            return split  # placeholders stay placeholders
         y = lookup.to(split.y.device)[split.y.long()]
         return Split(split.x, y)
 
     return Problem(target.name, source.task, target.domain, renumber(target.train),
                    renumber(target.val), renumber(target.test), meta=target.meta)
+
+
+UNLABELLED_TARGET_NOTE = ("no target metrics: the target holds no labels (adapted without "
+                          "them, checkpoints selected label-free); give a labelled target to "
+                          "score the adaptation")
+"""The summary's ``metric_note`` of a run whose target is unlabelled."""
+
+
+def target_metrics(target: Problem, measure: Callable[[], dict[str, float]]
+                   ) -> dict[str, float]:
+    """``measure()`` — the target's test metrics — or ``{}`` when the target is unlabelled:
+    its targets are placeholders, never scored."""
+    return {} if target.unlabelled else measure()
+
+
+def check_unlabelled_target(target: Problem, recipe: Any, variant: str) -> None:
+    """Refuse, naming the setting and why, what reads the labels of an unlabelled target.
+
+    Raises:
+        DataError: ``recipe.target_labels`` > 0, ``selection: target_accuracy``, or a variant
+            that trains on target labels (``new_label_set``).
+    """
+    if not target.unlabelled:
+        return
+    from tlroutes.data.sources.build import require_labels
+
+    why = None
+    if variant == "new_label_set":
+        why = "Domain Adaptation's variant new_label_set (it trains a new head on target labels)"
+    elif recipe.target_labels > 0:
+        why = (f"Domain Adaptation with recipe.target_labels {recipe.target_labels} (supervised "
+               "adaptation on that share of the target's labels; set it to 0)")
+    elif recipe.selection == "target_accuracy":
+        why = ("Domain Adaptation's selection target_accuracy (it selects on target validation "
+               "labels; use im, snd, source_accuracy or last)")
+    if why is not None:
+        require_labels(target, "target", why)
 
 
 def variant_module(name: str) -> ModuleType:

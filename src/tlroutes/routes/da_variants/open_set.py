@@ -57,7 +57,12 @@ from tlroutes.objectives.alignment.osbp import OpenSetBackpropLoss, open_set_sco
 from tlroutes.problem import Problem, Task
 from tlroutes.routes import domain_adaptation as da
 from tlroutes.routes.common import summarise
-from tlroutes.routes.da_variants import label_relation, to_source_labels, variant_options
+from tlroutes.routes.da_variants import (
+    UNLABELLED_TARGET_NOTE,
+    label_relation,
+    to_source_labels,
+    variant_options,
+)
 from tlroutes.train.engine import evaluate_split
 from tlroutes.train.from_spec import build, evaluate, stage, supervised_stage
 
@@ -120,8 +125,9 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
     renumbered = to_source_labels(target, source, unknown=k)
     target = Problem(target.name, task, target.domain, renumbered.train, renumbered.val,
                      renumbered.test, meta=target.meta)
-    share = float((target.train.y == k).float().mean())
-    if share > opts["max_unknown_share"]:
+    # an unlabelled target's share of unknown samples cannot be read: it is not checked
+    share = None if target.unlabelled else float((target.train.y == k).float().mean())
+    if share is not None and share > opts["max_unknown_share"]:
         raise ConfigError(
             f"{share:.0%} of the target's training samples are of classes the source lacks "
             f"({', '.join(relation.target_only)}), more than the open_set variant's "
@@ -163,31 +169,38 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
     if adapt and recipe.method != "dann":
         details["method_note"] = (f"method '{recipe.method}' is not read by the open_set "
                                   "variant: OSBP brings its own adversarial term")
-    if metrics["predicted_unknown"] > opts["max_unknown_share"]:
+    if metrics and metrics["predicted_unknown"] > opts["max_unknown_share"]:
         # The same bound as the declared share: a model calling most of the target unknown has
         # likely pushed known samples over the boundary too.
         details["warning"] = (
             f"{metrics['predicted_unknown']:.0%} of the target's test samples were called "
             f"unknown, more than max_unknown_share {opts['max_unknown_share']:.0%} (the "
             f"declared share is {share:.0%}): check os_star, the known classes' accuracy.")
+    unscored = target.unlabelled
     if recipe.selection in ("im", "snd"):
         details["selection_note"] = (f"selection '{recipe.selection}' scores closed-set "
                                      "predictions; OSBP keeps the last epoch, as in the paper")
     return summarise(
-        da.ROUTE, None, metrics, source_only, primary=("os", True), baseline_kind="source_only",
-        baselines={"source_only": source_only}, method=METHOD if adapt else da.SOURCE_ONLY,
+        da.ROUTE, None, metrics, None if unscored else source_only, primary=("os", True),
+        baseline_kind="source_only", baselines={} if unscored else {"source_only": source_only},
+        method=METHOD if adapt else da.SOURCE_ONLY, target_unlabelled=unscored,
         carried_over="stem, trunk and head (the source's classes plus unknown)",
-        metric_note="os: mean per-class accuracy over the known classes present and unknown; "
-                    "os_star: over the known classes only; unknown_recall: the unknown class's",
+        metric_note=UNLABELLED_TARGET_NOTE if unscored else
+        "os: mean per-class accuracy over the known classes present and unknown; "
+        "os_star: over the known classes only; unknown_recall: the unknown class's",
         selection=selection, selection_uses_target_labels=selection == "target_accuracy",
         target_labels=0.0, source=source.name, target=target.name,
-        unknown_classes=list(relation.target_only), unknown_share_train=round(share, 4),
+        unknown_classes=list(relation.target_only),
+        unknown_share_train=None if share is None else round(share, 4),
         threshold=opts["threshold"], **details,
     )
 
 
 def _scores(model: TransferModel, target: Problem) -> dict[str, float]:
-    """Open-set scores of the target's test split (see :func:`open_set_scores`)."""
+    """Open-set scores of the target's test split (see :func:`open_set_scores`); none for an
+    unlabelled target."""
+    if target.unlabelled:
+        return {}
     logits = evaluate_split(model, lambda x: model(x, head="task"), target.test.x)
     return open_set_scores(logits, target.test.y)
 
@@ -197,6 +210,7 @@ def _validate(model: TransferModel, source: Problem, target: Problem) -> dict[st
     on only with ``selection: target_accuracy``)."""
     out = {f"source_{k}": v for k, v in evaluate(model, source.val, source.task, head="task")
            .items()}
-    logits = evaluate_split(model, lambda x: model(x, head="task"), target.val.x)
-    out.update({f"target_{k}": v for k, v in open_set_scores(logits, target.val.y).items()})
+    if not target.unlabelled:
+        logits = evaluate_split(model, lambda x: model(x, head="task"), target.val.x)
+        out.update({f"target_{k}": v for k, v in open_set_scores(logits, target.val.y).items()})
     return out

@@ -73,7 +73,13 @@ from tlroutes.objectives.alignment.weighted_mcc import ClassWeightedMCC
 from tlroutes.problem import Problem
 from tlroutes.routes import domain_adaptation as da
 from tlroutes.routes.common import summarise
-from tlroutes.routes.da_variants import label_relation, to_source_labels, variant_options
+from tlroutes.routes.da_variants import (
+    UNLABELLED_TARGET_NOTE,
+    label_relation,
+    target_metrics,
+    to_source_labels,
+    variant_options,
+)
 from tlroutes.train.engine import evaluate_split
 from tlroutes.train.from_spec import build, evaluate, stage, supervised_stage
 
@@ -146,7 +152,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
     model = build(spec.model, {"input": source.domain}, {"task": task})
     s, t = spec.source_training, spec.target_training
     trainer.fit(supervised_stage("source", model, source, s, spec.seed, head="task"))
-    source_only = evaluate(model, target.test, task, head="task")
+    source_only = target_metrics(target, lambda: evaluate(model, target.test, task, head="task"))
     metrics = source_only
     before = da._test_features(model, source, target) if trainer.is_main else None
 
@@ -180,7 +186,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
         trainer.fit(stage("adapt", step, streams, lambda: da._validate(model, source, target),
                           task, t, monitor=monitor, mode=mode, on_epoch_end=update_weights,
                           restore_best=selection != "last"))
-        metrics = evaluate(model, target.test, task, head="task")
+        metrics = target_metrics(target, lambda: evaluate(model, target.test, task, head="task"))
         gamma = align.class_weight.detach().float().cpu()
 
     trainer.save_model(model)
@@ -197,9 +203,11 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
     if selection != recipe.selection:
         details["selection_note"] = (f"'{recipe.selection}' scores predictions over every "
                                      "source class; the partial variant keeps the last epoch")
+    unscored = target.unlabelled
     return summarise(
-        da.ROUTE, task, metrics, source_only, baseline_kind="source_only",
-        baselines={"source_only": source_only},
+        da.ROUTE, task, metrics, None if unscored else source_only, baseline_kind="source_only",
+        baselines={} if unscored else {"source_only": source_only},
+        metric_note=UNLABELLED_TARGET_NOTE if unscored else None, target_unlabelled=unscored,
         method=_method_name(opts) if adapt else da.SOURCE_ONLY,
         carried_over="stem, trunk and head (the source's label set)", selection=selection,
         selection_uses_target_labels=selection == "target_accuracy",

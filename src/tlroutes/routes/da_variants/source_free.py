@@ -52,7 +52,7 @@ from tlroutes.objectives.source_free import (
 from tlroutes.objectives.validators import information_maximization, soft_neighborhood_density
 from tlroutes.problem import Problem, Split
 from tlroutes.routes.common import summarise
-from tlroutes.routes.da_variants import to_source_labels
+from tlroutes.routes.da_variants import UNLABELLED_TARGET_NOTE, target_metrics, to_source_labels
 from tlroutes.runfolder import atomic_write
 from tlroutes.summary import Summary
 from tlroutes.train.checkpoint import read_weights
@@ -183,7 +183,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem | None,
                           lambda: evaluate(model, source.val, source.task, head=HEAD),
                           source.task, s))
         origin = f"trained here on '{source.name}' (label smoothing {opts.label_smoothing})"
-    source_only = evaluate(model, target.test, target.task, head=HEAD)
+    source_only = target_metrics(target,
+                                 lambda: evaluate(model, target.test, target.task, head=HEAD))
     before = _target_features(model, target) if trainer.is_main else None
 
     metrics = adapt(spec, recipe.selection, trainer, model, target, opts)
@@ -192,9 +193,12 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem | None,
     if trainer.is_main:
         _save_features(trainer.run_dir / "features.npz", target, before,
                        _target_features(model, target))
+    unscored = target.unlabelled
     return summarise(
-        ROUTE, target.task, metrics, source_only, baseline_kind="source_only",
-        baselines={"source_only": source_only}, method="shot",
+        ROUTE, target.task, metrics, None if unscored else source_only,
+        baseline_kind="source_only", baselines={} if unscored else {"source_only": source_only},
+        method="shot", target_unlabelled=unscored,
+        metric_note=UNLABELLED_TARGET_NOTE if unscored else None,
         carried_over="stem, trunk and head (the head frozen while adapting)",
         selection=recipe.selection,
         selection_uses_target_labels=recipe.selection == "target_accuracy",
@@ -224,7 +228,7 @@ def adapt(spec: RunSpec, selection: str, trainer: Trainer, model: TransferModel,
                       lambda: validate_target(model, target), target.task, t, monitor=monitor,
                       mode=mode, eval_modules=[model.heads], on_epoch_end=refresh,
                       restore_best=selection != "last"))
-    return evaluate(model, target.test, target.task, head=HEAD)
+    return target_metrics(target, lambda: evaluate(model, target.test, target.task, head=HEAD))
 
 
 def _check(spec: RunSpec, recipe: Recipe, source: Problem | None, target: Problem,
@@ -271,8 +275,9 @@ def validate_target(model: TransferModel, target: Problem) -> dict[str, float]:
     logits = evaluate_split(model, lambda x: model(x, head=HEAD), target.val.x)
     out = {"target_im": information_maximization(logits),
            "target_snd": soft_neighborhood_density(logits)}
-    out.update({f"target_{k}": v for k, v in evaluate(model, target.val, target.task,
-                                                      head=HEAD).items()})
+    if not target.unlabelled:
+        out.update({f"target_{k}": v for k, v in evaluate(model, target.val, target.task,
+                                                          head=HEAD).items()})
     return out
 
 
