@@ -51,7 +51,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         # report assembly
         *(f"{p}.{m}" for p in REPORT_PACKAGES for m in ("build", "sections", "route_sections")),
     )),
-    ("interface", ("cli", "demo")),
+    ("interface", ("cli", "cli_use", "demo")),
 ]
 
 #: Known upward imports, each named (importer, imported) with why it stands. Keep it short: an

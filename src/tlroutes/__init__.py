@@ -12,6 +12,8 @@ stays fast and does not import torch):
   (re)build a run folder's report.
 - :func:`route_for` (:func:`tlroutes.matrix.route_for`): the route at a cube cell,
   keyword-only.
+- :func:`load` (:func:`tlroutes.use.load`): a run folder's trained model as a
+  :class:`~tlroutes.use.Predictor` (``predict``, ``predict_proba``).
 
 The report's modules live in :mod:`tlroutes.reporting` (not ``tlroutes.report``, which is the
 function). Routes are found through :func:`get_route` and added with :func:`register_route`.
@@ -34,12 +36,13 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and editor
     from tlroutes.routes.registry import get_route, list_routes, register_route
     from tlroutes.runner import run
     from tlroutes.summary import Summary
+    from tlroutes.use.predictor import Predictor, load
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Route", "Summary", "TLRoutesError", "build_report", "draw_cube", "get_route", "list_routes",
-    "plan", "register_route", "report", "route_for", "run", "__version__",
+    "Predictor", "Route", "Summary", "TLRoutesError", "build_report", "draw_cube", "get_route",
+    "list_routes", "load", "plan", "register_route", "report", "route_for", "run", "__version__",
 ]
 
 # The public functions that import torch or matplotlib, by name: (module, attribute). Each is
@@ -54,6 +57,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "get_route": ("tlroutes.routes.registry", "get_route"),
     "list_routes": ("tlroutes.routes.registry", "list_routes"),
     "register_route": ("tlroutes.routes.registry", "register_route"),
+    "load": ("tlroutes.use.predictor", "load"),
+    "Predictor": ("tlroutes.use.predictor", "Predictor"),
 }
 
 

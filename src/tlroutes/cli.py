@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tlroutes.cli_use import export, manifest, predict
 from tlroutes.errors import (
     TLRoutesError,
     clip_message,
@@ -301,6 +302,11 @@ def report(
         why = result.why.get(name, "")
         console.print(f"[yellow]missing:[/] {escape(name)}" + (f" — {escape(why)}" if why else ""))
     console.print(f"report: {result.html}  (Markdown: {result.markdown})")
+
+
+# Use what a run trained (tlroutes.cli_use): predict, export, manifest.
+for _command in (predict, export, manifest):
+    app.command()(_command)
 
 
 def _slug(*parts: str | None) -> str:

@@ -39,8 +39,8 @@ def find_manifests(run_dir: str | Path) -> dict[str, Path]:
         raise ConfigError(
             f"{shown} holds model.safetensors but no {MANIFEST_FILE}: the run was made by a "
             "tlroutes from before manifests. Rebuild it with `tlroutes manifest "
-            f"{run_dir}` (it replays the saved run.yaml's data loading and model assembly, "
-            "without training, and checks the rebuilt model against the saved weights).")
+            f"{run_dir}`: it resumes the run from its finished checkpoints (nothing is trained "
+            "again) and writes the manifest beside the weights.")
     return {("" if f == run_dir else f.relative_to(run_dir).as_posix()): f for f in found}
 
 
