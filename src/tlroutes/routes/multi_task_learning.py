@@ -18,7 +18,9 @@ Recipe:
    regression mixed freely); the task losses are combined by a weighting (``weighting``: ew,
    uw, dwa, gradnorm, pcgrad, mgda, cagrad, nash_mtl, rlw, or TorchJD's upgrad, dualproj,
    imtl_g, aligned_mtl, fairgrad with the torchjd extra; see :mod:`tlroutes.objectives.mtl`);
-   selection on validation Δm.
+   selection on validation Δm. ``architecture`` says how the tasks share the trunk: ``hard``
+   (default: one trunk, read by every head), or MMoE, PLE, MTAN or cross-stitch, which give
+   each task its own features from shared parts (see :mod:`tlroutes.backbones.sharing`).
 4. Reported: each task's test metrics, the single-task baselines', and
    Δm = (1/K) Σ_k (−1)^{l_k} (M_k − B_k) / B_k × 100 (l_k = 1 when lower is better; Maninis et
    al., CVPR 2019).
@@ -33,6 +35,13 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
+from tlroutes.backbones import create_trunk
+from tlroutes.backbones.sharing import (
+    HARD,
+    check_sharing_args,
+    check_sharing_fits,
+    sharing_name,
+)
 from tlroutes.config import RunSpec, TrainSpec
 from tlroutes.errors import ConfigError, DataError
 from tlroutes.matrix import Route, route_for
@@ -83,6 +92,31 @@ class Recipe(RecipeSpec):
         default_factory=dict, description="Arguments of the weighting (e.g. {c: 0.4} for "
         "cagrad). Default {}.",
     )
+
+    architecture: str = Field(
+        HARD, description="How the tasks share the trunk: 'hard' (default: one trunk read by "
+        "every head), 'mmoe' (expert trunks mixed by one gate per task), 'ple' (shared and "
+        "per-task experts, per-task gates; CGC at levels: 1), 'mtan' (per-task attention masks "
+        "at each stage of a cnn2d/cnn1d trunk) or 'cross_stitch' (one cnn2d/cnn1d trunk per "
+        "task, mixed after each stage). The single-task baselines are always plain models.",
+    )
+    architecture_args: dict[str, Any] = Field(
+        default_factory=dict, description="Arguments of the architecture: mmoe {experts: 4}; "
+        "ple {shared_experts: 2, task_experts: 1, levels: 1}; cross_stitch {self_weight: 0.9}; "
+        "mtan none. Default {} (those defaults).",
+    )
+
+    @field_validator("architecture")
+    @classmethod
+    def _registered_architecture(cls, name: str) -> str:
+        return sharing_name(name)
+
+    @field_validator("architecture_args")
+    @classmethod
+    def _architecture_args(cls, args: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "architecture" in info.data:
+            check_sharing_args(info.data["architecture"], args)
+        return args
 
     @field_validator("weighting")
     @classmethod
@@ -142,18 +176,19 @@ class MultiTaskStep(nn.Module):
 
     def forward(self, batch: dict[str, tuple[Tensor, Tensor]]):
         x, y = batch["train"]
-        features = self.model.features(x)
+        out = self.model.task_features(x)  # per task: the same tensor under hard sharing
         losses: list[Tensor | None] = []
         for name, task in self.joined.tasks.items():
             target, mask = self.joined.unpack(y, name)
             has = bool(mask.any())
+            features = out.per_task[name]
             losses.append(task_loss(task, self.model.heads[name](features[mask]), target[mask])
                           if has else None)
-        return (losses, features), {}
+        return (losses, out.shared), {}
 
     def backward(self, out) -> tuple[Tensor, dict[str, Tensor]]:
         losses, features = out
-        shared = [*self.model.stems.parameters(), *self.model.trunk.parameters()]
+        shared = self.model.shared_parameters()  # less a task's own gates/experts/masks
         logs = self.weighting.backward(losses, shared, shared_features=features)
         total = sum(loss.detach() for loss in losses if loss is not None)
         weights = logs["weights"]
@@ -175,6 +210,9 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
                           "process; run it with hardware.devices: 1, or use "
                           f"{', '.join(plain)}.")
     tasks = {name: p.task for name, p in problems.items()}
+    m = spec.model
+    check_sharing_fits(recipe.architecture, lambda: create_trunk(m.trunk, **m.trunk_args),
+                       list(tasks), **recipe.architecture_args)
     joined = Joined(tasks)
     splits = {s: joined.pack(_groups(problems, s)) for s in ("train", "val", "test")}
     check_labelled(joined, splits)
@@ -200,9 +238,9 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
                               "test": evaluate(single, problem.test, problem.task)}
 
     trainer.seed_for("model")
-    m = spec.model
     model = build_model({"input": first.domain}, tasks, m.trunk, m.trunk_args, m.stem,
-                        m.stem_args)
+                        m.stem_args, sharing=recipe.architecture,
+                        sharing_args=recipe.architecture_args)
     weighting = create_weighting(recipe.weighting, num_tasks=len(tasks),
                                  **recipe.weighting_args)
     step = MultiTaskStep(model, joined, weighting)
@@ -219,9 +257,12 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     delta = delta_m(per_task, test_reference, tasks) if test_reference else None
     summary = summarise(ROUTE, None, {"delta_m": delta if delta is not None else 0.0},
                         None if delta is None else {"delta_m": 0.0}, primary=("delta_m", True),
-                        carried_over="stem and trunk shared; one head per task",
+                        carried_over="stem and trunk shared; one head per task"
+                        if recipe.architecture == HARD else f"stem shared; trunk shared as "
+                        f"{recipe.architecture}; one head per task",
                         per_task=per_task, per_task_baseline=test_reference,
-                        weighting=recipe.weighting, delta_m=delta,
+                        weighting=recipe.weighting, architecture=recipe.architecture,
+                        delta_m=delta,
                         cross_task_overlap=overlap, baseline_epochs=baseline_epochs,
                         metric_note="metrics.delta_m: Δm in percent against the single-task "
                         "baselines the run trained itself (positive = multi-task helps)")
@@ -319,14 +360,20 @@ def _groups(problems: dict[str, Problem], split: str) -> list[tuple[Tensor, dict
 
 
 def _per_task(model: TransferModel, joined: Joined, split: Split) -> dict[str, dict[str, float]]:
-    features = evaluate_split(model, model.features, split.x)
+    names = list(joined.tasks)
+
+    def heads(x: Tensor) -> Tensor:  # every head's outputs side by side, each on its features
+        per_task = model.task_features(x, tasks=names).per_task
+        return torch.cat([model.heads[n](per_task[n]) for n in names], 1)
+
+    outputs = evaluate_split(model, heads, split.x)
+    widths = [t.num_outputs for t in joined.tasks.values()]
     out = {}
-    for name, task in joined.tasks.items():
-        target, mask = joined.unpack(split.y.to(features.device), name)
+    for (name, task), scores in zip(joined.tasks.items(), outputs.split(widths, 1), strict=True):
+        target, mask = joined.unpack(split.y.to(outputs.device), name)
         if not bool(mask.any()):
             raise DataError(f"task '{name}' has no labelled sample in this split.")
-        with torch.no_grad():
-            out[name] = task_metrics(task, model.heads[name](features[mask]), target[mask])
+        out[name] = task_metrics(task, scores[mask], target[mask])
     return out
 
 
