@@ -99,7 +99,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer, source: Problem,
     fine_tuned = copy.deepcopy(model)
 
     streams, steps = adapt_streams(source.train, target.train, labelled, t, spec.seed)
-    per_epoch = steps // t.epochs
+    # the adaptation stage's epoch, so that fine-tuning and the baseline take the same steps
+    per_epoch = max(x.steps_per_pass for x in streams.values())
     trainer.seed_for("alignment")
     align = ALIGNMENTS.build(recipe.method, features=model.trunk.out_dim,
                              classes=target.task.num_outputs, max_steps=steps,
