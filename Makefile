@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import torch, torchvision" 2>/dev/null \
 		|| $(BIN)/python -m pip install --quiet $(TORCH_PAIR) \
 		|| $(BIN)/python -m pip install --quiet "torch>=2.2,<3" torchvision
-	$(BIN)/python -m pip install --quiet -e ".[dev,data,vision,text,lora,ray,tensorboard,mlflow,torchjd]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,data,vision,text,lora,ray,tensorboard,mlflow,torchjd,export]"
 	touch $(STAMP)
 
 setup: $(STAMP)
