@@ -127,7 +127,7 @@ def _check_models(spec: RunSpec, blocks: frozenset[str] | None, recipe: RecipeSp
 
 
 def run(
-    spec: RunLike,
+    spec: RunLike | Resolved,
     out: str | Path,
     *,
     resume: bool = False,
@@ -136,7 +136,8 @@ def run(
     """Train what ``spec`` describes into the run folder ``out``; return the summary.
 
     Args:
-        spec: a :class:`RunSpec`, the path of a YAML run file, or its content as a dict.
+        spec: a :class:`RunSpec`, the path of a YAML run file, or its content as a dict (or
+            a run :func:`resolve` already checked, as :func:`tlroutes.fit` passes it).
         out: the run folder; created when missing.
         resume: continue a stopped run in ``out``. Default False, which refuses a folder that
             already holds a run (work is never overwritten).
@@ -146,7 +147,7 @@ def run(
         The run's :class:`~tlroutes.summary.Summary` (over all seeds when ``seeds > 1``), also
         written as ``summary.json`` (:meth:`Summary.to_dict`).
     """
-    resolved = resolve(spec)
+    resolved = spec if isinstance(spec, Resolved) else resolve(spec)
     spec = resolved.spec
     check_extras(spec.tracking)  # before anything is written: a missing package costs no training
     out = Path(out)
