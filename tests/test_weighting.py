@@ -50,9 +50,12 @@ def _name(name: str):
         needs_torchjd and not HAS_TORCHJD, reason="needs the torchjd extra"))
 
 
-ALL = [_name(n) for n in available_weightings()]
+# auto_lambda reads a validation loss the caller attaches (tests/test_weighting_auxiliary.py runs
+# it through the contract with one); every other method runs from the losses alone.
+ALL = [_name(n) for n in available_weightings() if n != "auto_lambda"]
 STATELESS = [_name(n) for n in available_weightings()
-             if weighting_info(n).gradient_based and n != "gradnorm"]  # no state between steps
+             if weighting_info(n).gradient_based and n not in ("gradnorm", "auto_lambda")]
+# (no state between steps: GradNorm's and Auto-Lambda's weights carry over)
 CONFLICT_AWARE = ["pcgrad", "mgda", "cagrad", "nash_mtl"]
 
 
@@ -119,6 +122,7 @@ class Row:
     weights: list | None = None
     args: dict = field(default_factory=dict)
     offsets: list[float] | None = None  # loss values, for methods that read them
+    validation: list[float] | None = None  # v of a linear validation loss v·x (auto_lambda)
     tol: float = 64 * EPS64
     why: str = ""
 
@@ -193,6 +197,23 @@ KNOWN_ANSWERS = [
     # FairGrad with a = 1 solves Mα = 1/α, Nash-MTL's equation: α = (1, ½)
     Row("fairgrad", [[1, 0], [0, 2]], d=[1, 1], weights=[1, Fr(1, 2)], args={"alpha": 1.0},
         tol=1e-7),  # scipy's least_squares stops at xtol = 1e-8 (relative)
+    # fixed weights (½, 3): d = ½ (1, 0) + 3 (0, 2)
+    Row("fixed", [[1, 0], [0, 2]], d=[Fr(1, 2), 6], weights=[Fr(1, 2), 3],
+        args={"weights": [0.5, 3.0]}),
+    # gradient similarity, main g0 = (1, 0): cos(g0, g1 = (−1, 1)) < 0 drops g1, cos(g0, g2 =
+    # (1, 1)) > 0 keeps g2: d = g0 + g2 = (2, 1)
+    Row("gradsim", [[1, 0], [-1, 1], [1, 1]], d=[2, 1], weights=[1, 0, 1], why="gate"),
+    # weighted: g2 counts with its cosine 1/√2
+    Row("gradsim", [[1, 0], [-1, 1], [1, 1]], d=[1 + 2**-0.5, 2**-0.5],
+        weights=[1, 0, 2**-0.5], args={"mode": "weighted"}, why="weighted"),
+    # the main task need not be task 0: main = 1, g1 = (0, 1); g0 = (1, −1) conflicts with it
+    Row("gradsim", [[1, -1], [0, 1]], d=[0, 1], weights=[0, 1], args={"main": 1}, why="main1"),
+    # Auto-Lambda, linear validation loss v·θ with v = (1, −1): ∂L_val/∂λ_k = −α v·g_k is
+    # −1 for g0 = (1, 0) and +2 for g1 = (0, 2); Adam's first step moves each λ by meta_lr
+    # against the sign: λ = (½ + ¼, ½ − ¼), and d = ¾ g0 + ¼ g1 = (¾, ½)
+    Row("auto_lambda", [[1, 0], [0, 2]], d=[Fr(3, 4), Fr(1, 2)], weights=[Fr(3, 4), Fr(1, 4)],
+        args={"lr": 1.0, "meta_lr": 0.25, "init": 0.5}, validation=[1.0, -1.0],
+        tol=1e-8),  # Adam's ε = 1e-8 against |gradient| ≥ 1
 ]
 
 
@@ -211,7 +232,11 @@ def test_every_method_has_a_known_answer():
 def test_known_answers(row: Row):
     J = torch.tensor(row.J, dtype=torch.float64)
     x, losses = linear_losses(J, row.offsets)
-    logs = create_weighting(row.method, num_tasks=len(J), **row.args).backward(losses, [x])
+    weighting = create_weighting(row.method, num_tasks=len(J), **row.args)
+    if row.validation is not None:
+        v = torch.tensor(row.validation, dtype=torch.float64)
+        weighting.attach(lambda params, values: v @ values[0])
+    logs = weighting.backward(losses, [x])
     expected = torch.tensor([float(v) for v in row.d], dtype=torch.float64)
     torch.testing.assert_close(x.grad, expected, rtol=0, atol=row.tol)
     if row.weights is not None:
@@ -405,7 +430,10 @@ def test_registry_names_properties_and_build():
         "upgrad", "dualproj", "imtl_g", "aligned_mtl", "fairgrad"}
     gradient = {n for n in available_weightings() if weighting_info(n).gradient_based}
     assert gradient == {"gradnorm", "pcgrad", "mgda", "cagrad", "nash_mtl", "upgrad",
-                        "dualproj", "imtl_g", "aligned_mtl", "fairgrad"}
+                        "dualproj", "imtl_g", "aligned_mtl", "fairgrad", "gradsim",
+                        "auto_lambda"}
+    assert {n for n in available_weightings() if weighting_info(n).auxiliary} == {
+        "gradsim", "auto_lambda"}
     assert {n for n in available_weightings() if weighting_info(n).extra == "torchjd"} == {
         "upgrad", "dualproj", "imtl_g", "aligned_mtl", "fairgrad"}
     for name in ("ew", "uw", "dwa", "gradnorm", "pcgrad", "mgda", "cagrad", "nash_mtl", "rlw"):

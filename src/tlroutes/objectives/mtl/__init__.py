@@ -25,17 +25,24 @@ module                     methods (registry names)
 ``nash_mtl``               ``nash_mtl`` — Navon et al. 2022
 ``torchjd_aggregators``    ``upgrad``, ``dualproj``, ``imtl_g``, ``aligned_mtl``, ``fairgrad``
                            — TorchJD's aggregators (the ``torchjd`` extra)
+``fixed``                  ``fixed`` — constant weights chosen by the user
+``gradsim``                ``gradsim`` — Du et al. 2018, gradient similarity (auxiliary tasks)
+``auto_lambda``            ``auto_lambda`` — Liu et al. 2022, weights learned on the main task's
+                           validation loss (auxiliary tasks)
 ========================== ===================================================================
 """
 
 # Importing a method's module registers it (its decorator); the registry lists names sorted, so
 # the order of these imports does not matter.
+from tlroutes.objectives.mtl.auto_lambda import AutoLambda
 from tlroutes.objectives.mtl.base import TaskBatch, Weighting
 from tlroutes.objectives.mtl.cagrad import CAGrad, cagrad_weights
 from tlroutes.objectives.mtl.dwa import DynamicWeightAverage
 from tlroutes.objectives.mtl.equal import EqualWeighting
+from tlroutes.objectives.mtl.fixed import FixedWeighting
 from tlroutes.objectives.mtl.gradients import GradientWeighting, add_flat_grad, task_gradients
 from tlroutes.objectives.mtl.gradnorm import GradNorm
+from tlroutes.objectives.mtl.gradsim import GradientSimilarity
 from tlroutes.objectives.mtl.mgda import MGDA, min_norm_weights
 from tlroutes.objectives.mtl.nash_mtl import NashMTL, nash_weights
 from tlroutes.objectives.mtl.pcgrad import PCGrad, pcgrad_coefficients, pcgrad_project
@@ -65,12 +72,15 @@ __all__ = [
     "MGDA",
     "WEIGHTINGS",
     "AlignedMTL",
+    "AutoLambda",
     "CAGrad",
     "DualProj",
     "DynamicWeightAverage",
     "EqualWeighting",
     "FairGrad",
+    "FixedWeighting",
     "GradNorm",
+    "GradientSimilarity",
     "GradientWeighting",
     "NashMTL",
     "PCGrad",

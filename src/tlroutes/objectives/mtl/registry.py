@@ -15,6 +15,10 @@ only adds the properties a registration declares:
   Learning route allows these methods on one device only.
 - ``extra`` — the tlroutes extra whose packages the method needs (``"torchjd"`` for TorchJD's
   aggregators), None for the built-in methods.
+- ``auxiliary`` — the method serves one main task (its ``main`` argument, the main task's
+  number): the others are auxiliary tasks, there only to help it (gradient similarity,
+  Auto-Lambda). The Multi-Task Learning route sets ``main`` from the run file's ``importance:``
+  and refuses these methods when no main task is named.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class WeightingInfo:
     name: str
     gradient_based: bool
     extra: str | None
+    auxiliary: bool = False
 
 
 class WeightingRegistry(Registry):
@@ -59,7 +64,7 @@ class WeightingRegistry(Registry):
         self.info: dict[str, WeightingInfo] = {}
 
     def register_with(
-        self, name: str, *, gradient_based: bool, extra: str | None
+        self, name: str, *, gradient_based: bool, extra: str | None, auxiliary: bool = False
     ) -> Callable[[W], W]:
         """Decorator: register a :class:`Weighting` subclass under ``name`` with its properties."""
         plain = super().register(name)
@@ -73,7 +78,7 @@ class WeightingRegistry(Registry):
                                   f"only, like every weighting), got {first}.")
             plain(cls)
             cls.name = name
-            self.info[name] = WeightingInfo(name, bool(gradient_based), extra)
+            self.info[name] = WeightingInfo(name, bool(gradient_based), extra, bool(auxiliary))
             return cls
 
         return decorate
@@ -84,7 +89,7 @@ WEIGHTINGS = WeightingRegistry()
 
 
 def register_weighting(
-    name: str, *, gradient_based: bool = False, extra: str | None = None
+    name: str, *, gradient_based: bool = False, extra: str | None = None, auxiliary: bool = False
 ) -> Callable[[W], W]:
     """Register a :class:`Weighting` subclass under ``name`` (its ``name`` attribute is set).
 
@@ -93,11 +98,14 @@ def register_weighting(
         gradient_based: True when the method needs per-task gradients of the shared parameters
             in one process (see the module docstring). Default False.
         extra: the tlroutes extra the method needs, e.g. ``"torchjd"``. Default None.
+        auxiliary: True when the method serves one main task and takes its number as ``main``
+            (see the module docstring). Default False.
 
     The class is called as ``cls(num_tasks=K, **args)``: give it keyword-only, typed, documented
     arguments (the factory checks a run file's ``weighting_args`` against them).
     """
-    return WEIGHTINGS.register_with(name, gradient_based=gradient_based, extra=extra)
+    return WEIGHTINGS.register_with(name, gradient_based=gradient_based, extra=extra,
+                                    auxiliary=auxiliary)
 
 
 def weighting_name(name: str) -> str:
