@@ -573,6 +573,13 @@ class RunSpec(_Spec):
         "Sharing, Multi-Task Learning): the problems learned at once, by name. Sequential "
         "routes use source and target instead. Default {}.",
     )
+    importance: dict[str, Literal["main", "auxiliary"]] = Field(
+        default_factory=dict, description="Multi-Task Learning: which problem is the main task "
+        "and which are auxiliary, there only to help it, e.g. {digit: main} (problems not "
+        "listed are auxiliary once a main task is named). With a main task, selection, the "
+        "reported metric and the baseline are the main task's alone. Default {}: every task "
+        "equally important.",
+    )
     model: ModelSpec = Field(default_factory=ModelSpec, description="The network.")
     source_training: TrainSpec = Field(
         default_factory=TrainSpec, description="Training on the source problem."
@@ -600,11 +607,54 @@ class RunSpec(_Spec):
     )
 
     @model_validator(mode="after")
+    def _one_main_task(self) -> RunSpec:
+        check_importance(self.importance, list(self.problems))
+        return self
+
+    @property
+    def main_task(self) -> str | None:
+        """The problem ``importance:`` marks ``main``, or None (all tasks equally important)."""
+        return next((n for n, v in self.importance.items() if v == "main"), None)
+
+    @model_validator(mode="after")
     def _tell_data_the_trunk(self) -> RunSpec:
         for block in (self.source, self.target, *self.problems.values()):
             if block is not None:
                 block._trunk = self.model.trunk
         return self
+
+
+def check_importance(importance: Mapping[str, str], problems: list[str]) -> None:
+    """Raise :class:`ConfigError` unless ``importance`` marks one main task among ``problems``.
+
+    Args:
+        importance: the run file's ``importance:`` (problem name → ``main`` | ``auxiliary``).
+        problems: the names under ``problems:`` (empty for a sequential run).
+    """
+    if not importance:
+        return
+    if not problems:
+        raise ConfigError(
+            "importance: marks tasks learned at once (the problems: of a simultaneous run). In "
+            "a sequential run the target is the main task by construction and the source only "
+            "serves it, so there is nothing to mark: remove importance:, or give problems: "
+            "with route: multi_task_learning.")
+    unknown = [n for n in importance if n not in problems]
+    if unknown:
+        raise ConfigError(
+            f"importance: names {', '.join(repr(n) for n in unknown)}, which "
+            f"{'is' if len(unknown) == 1 else 'are'} not under problems: (its problems: "
+            f"{', '.join(problems)}).{did_you_mean(unknown[0], problems)}")
+    mains = [n for n, v in importance.items() if v == "main"]
+    if len(mains) > 1:
+        raise ConfigError(
+            f"importance: marks {len(mains)} main tasks ({', '.join(mains)}); auxiliary "
+            "tasks serve one main task. Mark one main and the others auxiliary, or remove "
+            "importance: when the tasks are equally important.")
+    if not mains:
+        raise ConfigError(
+            "importance: marks auxiliary tasks but no main task for them to serve: mark one "
+            "problem main, e.g. importance: {" + problems[0] + ": main}.")
 
 
 def load_run_file(path: str | Path) -> RunSpec:
