@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tests.conftest import cli, small_run, write_run
-from tlroutes.config import parse_run
-from tlroutes.data.files import load_npz
+from tlroutes.config import DataSpec, parse_run
+from tlroutes.data.load import load_problem
 from tlroutes.errors import ConfigError, DataError, MissingExtraError, require_extra
 from tlroutes.matrix import Route, route_for
 from tlroutes.model import build_model
@@ -88,6 +88,11 @@ def _npz(path, **changes):
     return path
 
 
+def load_npz(path):
+    """An ``.npz`` archive as a run file's ``dataset:`` loads it."""
+    return load_problem(DataSpec(dataset=str(path)), 0, "data")
+
+
 def test_good_npz_loads(tmp_path):
     problem = load_npz(_npz(tmp_path / "d.npz"))
     assert problem.domain.modality == "tabular" and problem.task.labels == ("a", "b", "c")
@@ -95,7 +100,9 @@ def test_good_npz_loads(tmp_path):
 
 def test_labels_outside_the_declared_set(tmp_path):
     path = _npz(tmp_path / "d.npz", y_test=np.array([0, 1, 2, 7, 0, 1, 2, 0]))
-    with pytest.raises(DataError, match=r"test split: label value\(s\) \[7\] are outside"):
+    with pytest.raises(DataError, match=r"d.npz: `labels` names 3 classes \(0: a, 1: b, 2: c\) "
+                                        r"but the data hold class index 7 .*7: 1 in test.*"
+                                        r"needs 8 names"):
         load_npz(path)
 
 
@@ -113,13 +120,13 @@ def test_empty_split_is_refused(tmp_path):
 
 
 def test_inconsistent_sample_shapes(tmp_path):
-    with pytest.raises(DataError, match=r"per-sample shape \(6,\)"):
+    with pytest.raises(DataError, match=r"splits' samples differ in shape \(\[\(5,\), \(6,\)\]\)"):
         load_npz(_npz(tmp_path / "d.npz", x_test=np.zeros((8, 6), "float32")))
 
 
 def test_missing_arrays_are_named(tmp_path):
     np.savez(tmp_path / "d.npz", x_train=np.zeros((3, 2)))
-    with pytest.raises(DataError, match="y_train"):
+    with pytest.raises(DataError, match="has x_train but lacks x_val, x_test"):
         load_npz(tmp_path / "d.npz")
 
 

@@ -16,9 +16,9 @@ import yaml
 from tests.conftest import small_run
 from tlroutes import config
 from tlroutes.backbones.registry import check_model_args, create_trunk
-from tlroutes.config import load_run_file, parse_run, parse_yaml
+from tlroutes.config import DataSpec, load_run_file, parse_run, parse_yaml
 from tlroutes.data.builtin import load_builtin
-from tlroutes.data.files import load_npz
+from tlroutes.data.load import load_problem
 from tlroutes.errors import MAX_ECHO, ConfigError, DataError, shorten
 from tlroutes.runner import resolve
 
@@ -215,22 +215,35 @@ def _npz(path, **changes):
     return path
 
 
+def load_npz(path, **fields):
+    """An ``.npz`` archive as a run file's ``dataset:`` loads it."""
+    return load_problem(DataSpec(dataset=str(path), **fields), 0, "data")
+
+
 def test_float_labels_must_be_whole_class_indices(tmp_path):
     whole = np.array([0, 1, 2, 0, 1, 2, 0, 1], dtype="float64")
-    assert load_npz(_npz(tmp_path / "a.npz", y_val=whole)).val.y.dtype.is_floating_point is False
-    with pytest.raises(DataError, match=r"val split has 1 class label\(s\) that are not class"):
-        load_npz(_npz(tmp_path / "b.npz", y_val=np.array([0, 1, 2.7, 0, 1, 2, 0, 1])))
+    # float targets are never read as classes without being told
+    with pytest.raises(DataError, match="set `task: classification` or `task: regression`"):
+        load_npz(_npz(tmp_path / "a.npz", y_val=whole))
+    loaded = load_npz(_npz(tmp_path / "a.npz", y_val=whole), task="classification")
+    assert loaded.val.y.dtype.is_floating_point is False
+    with pytest.raises(DataError, match=r"1 class label\(s\) are not whole numbers \(e.g. 2.7\)"):
+        load_npz(_npz(tmp_path / "b.npz", y_val=np.array([0, 1, 2.7, 0, 1, 2, 0, 1])),
+                 task="classification")
 
 
-def test_a_nan_label_names_its_split(tmp_path):
+def test_a_nan_label_is_named(tmp_path):
     y = np.array([0, 1, np.nan, 0, 1, 2, 0, 1])
-    with pytest.raises(DataError, match=r"test split has 1 label\(s\) that are NaN"):
-        load_npz(_npz(tmp_path / "d.npz", y_test=y))
+    with pytest.raises(DataError, match=r"1 label\(s\) are missing \(NaN, None or infinite\), "
+                                        r"first at row\(s\) 30"):
+        load_npz(_npz(tmp_path / "d.npz", y_test=y), task="classification")
 
 
 def test_complex_and_text_inputs_are_refused(tmp_path):
     x = np.zeros((8, 5), dtype="complex64")
     with pytest.raises(DataError, match="x_val holds complex numbers"):
         load_npz(_npz(tmp_path / "c.npz", x_val=x))
-    with pytest.raises(DataError, match="y_train holds <U1 values"):
+    # string labels are class names, but not beside class ids in another split
+    with pytest.raises(DataError, match=r"labels mix types — y_train holds text \(<U1\), "
+                                        r"y_val holds numbers"):
         load_npz(_npz(tmp_path / "s.npz", y_train=np.array(list("ab" * 10))))

@@ -18,8 +18,8 @@ import torch
 
 from tests.conftest import summary_dict
 from tests.test_routes_known_answers import directions, quadrant, save, xor
-from tlroutes.config import load_run_file, parse_run
-from tlroutes.data.files import load_npz
+from tlroutes.config import DataSpec, load_run_file, parse_run
+from tlroutes.data.load import load_problem
 from tlroutes.demo import quick_spec
 from tlroutes.errors import ConfigError, DataError
 from tlroutes.objectives.source_free import SHOTLoss
@@ -230,11 +230,14 @@ def _npz(path: Path, labels: list[str], top: int) -> Path:
 
 def test_a_declared_label_list_that_contradicts_the_labels_present_says_which(tmp_path):
     # a class present in the data that the list does not declare: the value and the list
-    with pytest.raises(DataError, match=r"label value\(s\) \[2\] are outside.*\(a, b\)"):
-        load_npz(_npz(tmp_path / "short.npz", ["a", "b"], top=2))
+    with pytest.raises(DataError, match=r"names 2 classes \(0: a, 1: b\) but the data hold "
+                                        r"class index 2 .*2: 3 in train, 3 in val, 3 in test"):
+        load_problem(DataSpec(dataset=str(_npz(tmp_path / "short.npz", ["a", "b"], top=2))), 0,
+                     "t")
     # a name declared twice would merge two classes when label sets are matched by name
     with pytest.raises(DataError, match="repeats names \\('a' at positions 0, 2\\)"):
-        load_npz(_npz(tmp_path / "twice.npz", ["a", "b", "a"], top=2))
+        twice = _npz(tmp_path / "twice.npz", ["a", "b", "a"], top=2)
+        load_problem(DataSpec(dataset=str(twice)), 0, "t")
 
 
 def test_the_source_free_example_runs_quick(tmp_path):

@@ -363,11 +363,12 @@ def test_open_set_flags_a_planted_unknown_class(tmp_path, monkeypatch, seed):
     (["a", "b"], ([0, 1, -1], [0], [1]), r"class index -1 .*renumber the negative ones"),
 ])
 def test_a_declared_label_list_that_contradicts_the_labels_present(tmp_path, labels, ys, match):
-    from tlroutes.data.files import load_npz
+    from tlroutes.config import DataSpec
+    from tlroutes.data.load import load_problem
     from tlroutes.errors import DataError
 
     splits = [(np.zeros((len(y), 2)), np.array(y)) for y in ys]
     path = save(tmp_path / "p.npz", splits, labels)
     with pytest.raises(DataError, match=match) as error:
-        load_npz(path)
+        load_problem(DataSpec(dataset=path), 0, "target")
     assert str(path) in str(error.value)

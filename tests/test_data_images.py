@@ -172,7 +172,7 @@ def test_an_empty_folder_or_class_folder(tmp_path):
     loose = tmp_path / "loose"
     loose.mkdir()
     Image.new("L", (4, 4)).save(loose / "a.png")
-    with pytest.raises(DataError, match="has no class subfolders.*move them into class"):
+    with pytest.raises(DataError, match="directly and no class subfolders, so it has no labels"):
         load(loose)
 
 

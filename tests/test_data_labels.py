@@ -57,7 +57,8 @@ def test_declared_names_strings_and_ids():
 def test_values_outside_declared_names_named():
     with pytest.raises(DataError, match=r"file.csv.*'cta'.*row\(s\) 1"):
         encode_labels(["cat", "cta", "dog"], names=["cat", "dog"], where="file.csv, column y")
-    with pytest.raises(DataError, match=r"id\(s\) 5 are outside the 2 declared"):
+    with pytest.raises(DataError, match=r"names 2 classes \(0: cat, 1: dog\) but the data hold "
+                                        r"class index 5"):
         encode_labels(np.array([0, 5]), names=["cat", "dog"], where="t")
 
 
@@ -81,7 +82,7 @@ def test_fractional_float_labels_refused():
 
 
 def test_repeated_declared_names_refused():
-    with pytest.raises(DataError, match="repeats 'a'"):
+    with pytest.raises(DataError, match=r"repeats names \('a' at positions 0, 2\)"):
         encode_labels(["a"], names=["a", "b", "a"], where="t")
 
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 import yaml
 
-from tlroutes.config import parse_run
-from tlroutes.data.files import load_npz
+from tlroutes.config import DataSpec, parse_run
+from tlroutes.data.load import load_problem
 from tlroutes.demo import example_files
 from tlroutes.errors import ConfigError
 from tlroutes.matrix import Route
@@ -91,15 +91,16 @@ def test_names_inferred_from_max_y_do_not_fake_a_superset(tmp_path):
     rng = np.random.default_rng(0)
 
     def write(path: Path, classes: list[int]) -> Path:
-        arrays = {}
+        # the class ids 0..max named, so that a declared id may have no sample
+        arrays = {"labels": np.array([str(i) for i in range(max(classes) + 1)])}
         for split, n in (("train", 30), ("val", 10), ("test", 10)):
             arrays[f"x_{split}"] = rng.normal(size=(n, 3)).astype("float32")
             arrays[f"y_{split}"] = np.array([classes[i % len(classes)] for i in range(n)])
         np.savez(path, **arrays)
         return path
 
-    source = load_npz(write(tmp_path / "a.npz", [0, 2]))
-    target = load_npz(write(tmp_path / "b.npz", [0, 1]))
+    source = load_problem(DataSpec(dataset=str(write(tmp_path / "a.npz", [0, 2]))), 0, "s")
+    target = load_problem(DataSpec(dataset=str(write(tmp_path / "b.npz", [0, 1]))), 0, "t")
     assert source.task.labels == ("0", "1", "2") and target.task.labels == ("0", "1")
     evidence = compare_tasks(source, target)
     assert evidence.labels.declared_relation == "superset"

@@ -97,11 +97,12 @@ def _split_assignment(values: Any, where: str) -> np.ndarray:
     return out
 
 
-def _targets(y: Any, kind: str, options: SourceOptions, where: str
+def _targets(y: Any, kind: str, options: SourceOptions, where: str, split_of: Any | None
              ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Targets as an array for ``kind`` and the label or target names."""
     if kind == "classification":
-        return encode_labels(y, names=options.labels, where=where)
+        groups = None if split_of is None else _split_assignment(split_of, where)
+        return encode_labels(y, names=options.labels, where=where, groups=groups)
     array = to_numpy(y)
     if array.dtype.kind not in "biuf":
         raise DataError(f"{where}: {kind} targets must be numbers, got {array.dtype} values.")
@@ -168,7 +169,7 @@ def build_problem(
         if len(to_numpy(y)) != n_all:
             raise DataError(f"{where}: {n_all} inputs but {len(to_numpy(y))} labels.")
         kind = infer_task_kind(y, declared=options.task, where=where)
-        targets, names = _targets(y, kind, options, where)
+        targets, names = _targets(y, kind, options, where, split_of)
         strat = targets if kind == "classification" else None
     keep = np.arange(n_all)
     if options.classes is not None:
@@ -186,8 +187,8 @@ def build_problem(
         splits = {s: np.flatnonzero(assignment == s) for s in SPLIT_NAMES}
         empty = [s for s in SPLIT_NAMES if splits[s].size == 0]
         if empty:
-            raise DataError(f"{where}: the split column gives no row to {', '.join(empty)}; "
-                            "every split needs at least one sample.")
+            raise DataError(f"{where}: the {', '.join(empty)} split is empty (the source's splits "
+                            "give it no sample); every split needs at least one sample.")
         meta["split_from"] = "column"
     else:
         splits = splits_for(key, source={**source, "rows": n_all}, n=len(keep), y=strat,

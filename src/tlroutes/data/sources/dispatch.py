@@ -12,12 +12,14 @@ import torch
 
 from tlroutes.data.builtin import BUILTIN_DATASETS
 from tlroutes.data.sources.build import SourceOptions
+from tlroutes.data.sources.held import held_problem
 from tlroutes.data.sources.hf import dataset_problem, is_datasets_folder
 from tlroutes.data.sources.images import is_image_source, load_images
 from tlroutes.data.sources.npz import npz_problem
 from tlroutes.data.sources.splitting import fingerprint_path
 from tlroutes.data.sources.tables import TABLE_SUFFIXES, Columns, frame_problem, read_table
 from tlroutes.errors import ConfigError, DataError
+from tlroutes.held import is_held
 from tlroutes.problem import Problem
 
 if TYPE_CHECKING:
@@ -61,10 +63,13 @@ def _tokenizer(spec: DataSpec) -> Callable[[list[str], int], torch.Tensor] | Non
 
 
 def file_problem(spec: DataSpec, seed: int, role: str) -> Problem | None:
-    """The problem a file or folder ``spec.dataset`` holds, or None when it is no such source."""
+    """The problem a file or folder ``spec.dataset`` holds (or a Python object held for the run,
+    ``python:<kind>-<key>``), or None when it is no such source."""
     path = Path(spec.dataset)
     suffix = path.suffix.lower()
     options = options_of(spec, seed)
+    if is_held(spec.dataset):
+        return held_problem(spec, options, role, _tokenizer(spec))
     key = f"{role}-{path.name}"
     cols = Columns(label=spec.label, features=spec.features, text=spec.text,
                    text_length=spec.text_length, split_column=spec.split_column,

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tlroutes.errors import DataError, shorten
+from tlroutes.errors import DataError, did_you_mean, shorten
 from tlroutes.problem import TASK_KINDS
 
 __all__ = ["encode_labels", "infer_task_kind", "select_classes", "to_numpy"]
@@ -142,8 +142,49 @@ def _whole(array: np.ndarray, where: str) -> np.ndarray:
     return values.astype(np.int64)
 
 
+def _per_group(values: np.ndarray, bad: np.ndarray, groups: np.ndarray | None,
+               shown: list[Any], *, quote: bool = False) -> str:
+    """``"3: 1 in train, 1 in val; 4: 2 in train"``: samples per value (per split when
+    ``groups`` gives each row's split)."""
+    parts = []
+    for v in shown:
+        rows = bad & (values == v)
+        name = shorten(v, quote=True) if quote else str(v)
+        if groups is None:
+            parts.append(f"{name}: {int(rows.sum())}")
+            continue
+        names, counts = np.unique(groups[rows].astype(str), return_counts=True)
+        order = {n: i for i, n in enumerate(("train", "val", "test"))}
+        pairs = sorted(zip(names.tolist(), counts.tolist(), strict=True),
+                       key=lambda p: order.get(p[0], 3))
+        parts.append(f"{name}: " + ", ".join(f"{c} in {n}" for n, c in pairs))
+    return "; ".join(parts)
+
+
+def _contradiction(array: np.ndarray, bad: np.ndarray, declared: tuple[str, ...],
+                   groups: np.ndarray | None, where: str) -> DataError:
+    """The declared list does not name class ids that samples carry: which ids, how many
+    samples of each (per split), the names given, and what to do."""
+    outside = sorted(int(v) for v in np.unique(array[bad]))
+    k = len(declared)
+    named = ", ".join(f"{i}: {n}" for i, n in enumerate(declared[:8])) + (", …" if k > 8 else "")
+    counted = _per_group(array, bad, groups, outside[:6]) + ("; …" if len(outside) > 6 else "")
+    negative = [v for v in outside if v < 0]
+    fix = (f"labels must be class indices 0, 1, 2, …; renumber the negative ones ({negative})"
+           if negative else
+           f"add a name for each missing index to `labels` (it needs {max(outside) + 1} names, "
+           "in index order), or drop those samples")
+    noun = "index" if len(outside) == 1 else "indices"
+    split = " per split" if groups is not None else ""
+    return DataError(
+        f"{where}: `labels` names {k} classes ({named}) but the data hold class {noun} "
+        f"{', '.join(map(str, outside[:6]))} it has no name for (samples{split} — {counted}; "
+        f"first at row(s) {_rows(bad)}). The declared list contradicts the labels present: "
+        f"{fix}.")
+
+
 def encode_labels(
-    values: Any, *, names: Sequence[str] | None = None, where: str
+    values: Any, *, names: Sequence[str] | None = None, where: str, groups: Any | None = None,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Class labels → ``int64`` class ids and the label names kept.
 
@@ -156,6 +197,9 @@ def encode_labels(
             labels are class ids into ``names`` (``y == 2`` is ``names[2]``); every class of
             ``names`` is kept, with or without samples.
         where: what the labels are (a file and column), named in every error.
+        groups: each sample's split (``train``/``val``/``test``) when the source gives them
+            (pre-split archives, a split column), to count the samples a contradiction is about
+            per split; None (default) counts them in all.
 
     Returns:
         ``(ids, names)``: ``ids`` of shape ``(N,)`` with values in ``[0, len(names))``.
@@ -185,16 +229,18 @@ def encode_labels(
     declared = tuple(str(n) for n in names)
     twice = sorted({n for n in declared if declared.count(n) > 1})
     if twice:
-        raise DataError(f"{where}: the label list repeats {', '.join(map(repr, twice[:_SHOWN]))}; "
-                        "each class needs a name of its own.")
+        # Classes are matched by name across problems (Domain Adaptation's label sets), so a
+        # repeated name would make two classes one.
+        at = "; ".join(f"{n!r} at positions "
+                       f"{', '.join(str(i) for i, m in enumerate(declared) if m == n)}"
+                       for n in twice[:3])
+        raise DataError(f"{where}: the label list repeats names ({at}); each class needs a name "
+                        "of its own.")
+    split_of = None if groups is None else to_numpy(groups)
     if kind == "int":
         bad = (array < 0) | (array >= len(declared))
         if bad.any():
-            shown = ", ".join(str(int(v)) for v in np.unique(array[bad])[:_SHOWN])
-            raise DataError(
-                f"{where}: label id(s) {shown} are outside the {len(declared)} declared labels "
-                f"(ids 0..{len(declared) - 1}: {shorten(list(declared))}), first at row(s) "
-                f"{_rows(bad)}. Declare every class, or drop those rows.")
+            raise _contradiction(array, bad, declared, split_of, where)
         return array.astype(np.int64), declared
     keys = array.astype(str) if kind == "bool" else array
     position = {n: i for i, n in enumerate(declared)}
@@ -202,12 +248,15 @@ def encode_labels(
     bad = ids < 0
     if bad.any():
         unknown = sorted({str(v) for v in keys[bad]})
-        shown = ", ".join(shorten(v, quote=True) for v in unknown[:_SHOWN])
-        more = f" and {len(unknown) - _SHOWN} more" if len(unknown) > _SHOWN else ""
+        text = keys.astype(str)
+        counted = _per_group(text, bad, split_of, unknown[:_SHOWN], quote=True)
+        more = f"; and {len(unknown) - _SHOWN} more" if len(unknown) > _SHOWN else ""
+        split = " per split" if split_of is not None else ""
         raise DataError(
-            f"{where}: {int(bad.sum())} label(s) are not in the declared label list "
-            f"{shorten(list(declared))}: {shown}{more} (first at row(s) {_rows(bad)}). Add them "
-            "to the list, fix their spelling, or drop those rows.")
+            f"{where}: {int(bad.sum())} label(s) are present but not in the declared label list "
+            f"{shorten(list(declared))} (samples{split} — {counted}{more}; first at row(s) "
+            f"{_rows(bad)}). Add them to the list, fix their spelling, or drop those rows."
+            f"{did_you_mean(unknown[0], declared)}")
     return ids, declared
 
 

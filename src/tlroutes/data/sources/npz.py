@@ -96,6 +96,12 @@ def npz_problem(
             raise DataError(f"{path}: the splits' samples differ in shape ({sorted(shapes)}); "
                             "every sample needs the same shape.")
         x = torch.cat(xs)
+        kinds = {k: "text" if arrays[k].dtype.kind in "US" else "numbers" for k in have}
+        if len(set(kinds.values())) > 1:
+            # concatenated, numbers would silently become text ("1" beside "cat")
+            shown = ", ".join(f"{k} holds {v} ({arrays[k].dtype})" for k, v in kinds.items())
+            raise DataError(f"{path}: the splits' labels mix types — {shown}. Give every split "
+                            "the same kind of label: all class names or all class ids.")
         y = np.concatenate([arrays[k] for k in ys]) if have else None
         split_of = np.repeat(np.array(names, dtype=object), [len(t) for t in xs])
     else:
