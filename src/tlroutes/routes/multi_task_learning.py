@@ -64,6 +64,7 @@ from tlroutes.reporting.tables import (
     higher_is_better,
     seed_values,
 )
+from tlroutes.routes import auxiliary
 from tlroutes.routes.common import RecipeSpec, relation, summarise
 from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
@@ -104,6 +105,13 @@ class Recipe(RecipeSpec):
         default_factory=dict, description="Arguments of the architecture: mmoe {experts: 4}; "
         "ple {shared_experts: 2, task_experts: 1, levels: 1}; cross_stitch {self_weight: 0.9}; "
         "mtan none. Default {} (those defaults).",
+    )
+
+    ablation: bool = Field(
+        False, description="With a main task (importance:) and two or more auxiliaries: also "
+        "train the main task with each auxiliary alone, for the same steps, and report "
+        "whether each auxiliary helps (main alone, main + each auxiliary, main + all; "
+        "run with seeds: 3 or more for a spread). Default false.",
     )
 
     @field_validator("architecture")
@@ -210,6 +218,9 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
                           "process; run it with hardware.devices: 1, or use "
                           f"{', '.join(plain)}.")
     tasks = {name: p.task for name, p in problems.items()}
+    main = spec.main_task
+    auxiliary.check_recipe(recipe.weighting, recipe.weighting_args, recipe.ablation, main,
+                           list(tasks))
     m = spec.model
     check_sharing_fits(recipe.architecture, lambda: create_trunk(m.trunk, **m.trunk_args),
                        list(tasks), **recipe.architecture_args)
@@ -224,6 +235,8 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     if spec.baseline:
         baseline = {}
         for name, problem in problems.items():
+            if main is not None and name != main:
+                continue  # auxiliary tasks are there for the main task: no baseline of theirs
             trainer.seed_for("baseline", name)
             single = build(spec.model, {"input": first.domain}, {name: problem.task},
                            fresh=True)
@@ -237,21 +250,13 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
             baseline[name] = {"val": evaluate(single, problem.val, problem.task),
                               "test": evaluate(single, problem.test, problem.task)}
 
-    trainer.seed_for("model")
-    model = build_model({"input": first.domain}, tasks, m.trunk, m.trunk_args, m.stem,
-                        m.stem_args, sharing=recipe.architecture,
-                        sharing_args=recipe.architecture_args)
-    weighting = create_weighting(recipe.weighting, num_tasks=len(tasks),
-                                 **recipe.weighting_args)
-    step = MultiTaskStep(model, joined, weighting)
     reference = None if baseline is None else {n: b["val"] for n, b in baseline.items()}
-    trainer.fit(stage(
-        "joint", step, {"train": stream(splits["train"], t, spec.seed, "joint")},
-        lambda: _score(model, joined, splits["val"], reference), first.task, t,
-        monitor="delta_m" if reference else "mean_score", mode="max", backward=step.backward,
-        on_epoch_end=getattr(weighting, "end_epoch", None)))
+    model, joined, splits = _fit_joint(spec, recipe, trainer, problems, "joint", t, reference)
     trainer.save_model(model)
     per_task = _per_task(model, joined, splits["test"])
+    if main is not None:
+        return _main_task_summary(spec, recipe, trainer, problems, per_task, baseline,
+                                  overlap, baseline_epochs, len(splits["train"]))
 
     test_reference = None if baseline is None else {n: b["test"] for n, b in baseline.items()}
     delta = delta_m(per_task, test_reference, tasks) if test_reference else None
@@ -267,6 +272,78 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
                         metric_note="metrics.delta_m: Δm in percent against the single-task "
                         "baselines the run trained itself (positive = multi-task helps)")
     return summary
+
+
+def _fit_joint(spec: RunSpec, recipe: Recipe, trainer: Trainer, problems: dict[str, Problem],
+               name: str, t: TrainSpec, reference: dict[str, dict[str, float]] | None,
+               ) -> tuple[TransferModel, Joined, dict[str, Split]]:
+    """Train one joint model over ``problems`` (stage ``name``); with a main task, selection is
+    on the main task's validation metric, else on Δm (or the mean score without baselines)."""
+    tasks = {n: p.task for n, p in problems.items()}
+    joined = Joined(tasks)
+    splits = {s: joined.pack(_groups(problems, s)) for s in ("train", "val", "test")}
+    first = next(iter(problems.values()))
+    m, main = spec.model, spec.main_task
+    trainer.seed_for("model" if name == "joint" else name)
+    model = build_model({"input": first.domain}, tasks, m.trunk, m.trunk_args, m.stem,
+                        m.stem_args, sharing=recipe.architecture,
+                        sharing_args=recipe.architecture_args)
+    weighting = create_weighting(recipe.weighting, num_tasks=len(tasks), **auxiliary.weighting_args(
+        recipe.weighting, recipe.weighting_args, list(tasks), main, t.lr))
+    if main is not None and hasattr(weighting, "attach"):  # Auto-Lambda's validation loss
+        weighting.attach(auxiliary.validation_loss(model, problems[main].val, tasks[main], main,
+                                                   t.batch_size, spec.seed))
+    step = MultiTaskStep(model, joined, weighting)
+    if main is not None:
+        key, higher = primary_metric(tasks[main])
+        monitor, mode = f"{main}_{key}", "max" if higher else "min"
+        reference = None
+    else:
+        monitor, mode = ("delta_m" if reference else "mean_score"), "max"
+    trainer.fit(stage(
+        name, step, {"train": stream(splits["train"], t, spec.seed, name)},
+        lambda: _score(model, joined, splits["val"], reference), first.task, t,
+        monitor=monitor, mode=mode, backward=step.backward,
+        on_epoch_end=getattr(weighting, "end_epoch", None)))
+    return model, joined, splits
+
+
+def _main_task_summary(spec: RunSpec, recipe: Recipe, trainer: Trainer,
+                       problems: dict[str, Problem], per_task: dict[str, dict[str, float]],
+                       baseline: dict[str, dict[str, dict[str, float]]] | None,
+                       overlap: dict[str, int], baseline_epochs: dict[str, int],
+                       joint_n: int) -> Summary:
+    """The summary of an auxiliary-task run: the main task's test metrics against the main task
+    trained alone for the same steps, and (``recipe.ablation``) main + each auxiliary."""
+    main = spec.main_task
+    assert main is not None
+    task = problems[main].task
+    key, higher = primary_metric(task)
+    base = None if baseline is None else baseline[main]["test"]
+    details: dict[str, Any] = {}
+    if recipe.ablation:
+        each = {}
+        for aux in (n for n in problems if n != main):
+            pair = {main: problems[main], aux: problems[aux]}
+            pair_n = len(Joined({n: p.task for n, p in pair.items()}).pack(_groups(pair, "train")))
+            t = spec.training
+            if t.steps is None:  # the same steps as the run's joint stage
+                t = t.model_copy(update={"epochs": matched_epochs(joint_n, pair_n, t)})
+            model, joined, splits = _fit_joint(spec, recipe, trainer, pair, f"with-{aux}", t,
+                                               None)
+            each[aux] = _per_task(model, joined, splits["test"])[main][key]
+        details["ablation"] = auxiliary.ablation_rows(
+            None if base is None else base[key], each, per_task[main][key])
+    return summarise(
+        ROUTE, task, per_task[main], base,
+        carried_over="stem and trunk shared; one head per task; auxiliary tasks serve "
+        f"'{main}'", per_task=per_task, per_task_baseline=None if base is None else {main: base},
+        main_task=main, importance={n: ("main" if n == main else "auxiliary") for n in problems},
+        weighting=recipe.weighting, architecture=recipe.architecture,
+        cross_task_overlap=overlap, baseline_epochs=baseline_epochs, **details,
+        metric_note=f"metrics: the main task '{main}' on its test split (selected on its "
+        "validation metric); the auxiliary tasks' metrics are in per_task",
+        baseline_note=f"baseline: '{main}' trained alone for the same number of steps")
 
 
 def matched_epochs(joint_n: int, single_n: int, train: TrainSpec) -> int:
@@ -453,10 +530,22 @@ def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
             "bad" if bad else "good"))
     if s.details.get("weighting"):
         blocks.append(Text(f"Task weighting: **{s.details['weighting']}**."))
+    main = s.details.get("main_task")
+    if main:
+        blocks.append(Text(f"Main task: **{main}**; the others are auxiliary. The run's metric, "
+                           "its selection and its baseline (the main task alone, same steps) "
+                           "are the main task's."))
+    ablation = [one.get("ablation") for one in s.per_seed or [s]]
+    ablation = [a for a in ablation if isinstance(a, dict)]
+    if ablation:
+        blocks.extend(auxiliary.ablation_blocks(ablation, s.primary_metric,
+                                                s.higher_is_better))
     return blocks + details_blocks(run, shown={"per_task", "per_task_baseline", "delta_m",
-                                               "weighting"})
+                                               "weighting", "main_task", "importance",
+                                               "ablation"})
 
 
 #: The run file's top-level blocks this route reads besides those every run reads (route, order,
 #: constraints, seed, seeds, recipe, hardware, tracking); another one set is refused at resolve.
-RUN_FILE_BLOCKS: frozenset[str] = frozenset({"problems", "model", "training", "baseline"})
+RUN_FILE_BLOCKS: frozenset[str] = frozenset(
+    {"problems", "model", "training", "baseline", "importance"})
