@@ -36,7 +36,7 @@ REPORT_PACKAGES = ("report", "reporting")
 #: data, backbones) → (problem, matrix, config, errors); report split as said above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("errors", "checks", "problem", "lazy_inputs", "matrix", "config", "seeding",
-                    "summary", "runfolder")),
+                    "summary", "runfolder", "held")),
     ("parts", (
         "model", "lora", "objectives", "data", "backbones", "cube_picture",
         # report primitives (the package's own namespace holds primitives only)
@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("machinery", ("measure", "train", "manifest", "use")),
     ("routes", ("routes",)),
     ("orchestration", (
-        "runner", "planner",
+        "runner", "planner", "fitting",
         # report assembly
         *(f"{p}.{m}" for p in REPORT_PACKAGES for m in ("build", "sections", "route_sections")),
     )),

@@ -5,6 +5,9 @@ stays fast and does not import torch):
 
 - :func:`run` (:func:`tlroutes.runner.run`): train a run file; returns a typed
   :class:`~tlroutes.summary.Summary`.
+- :func:`fit` (:func:`tlroutes.fitting.fit`): a whole run from Python objects (arrays,
+  DataFrames, Datasets, Problems, paths) and a trunk name or ``nn.Module``, no run file; returns
+  a :class:`~tlroutes.fitting.FitResult` (summary, model, report, ``predict``).
 - :func:`plan` (:func:`tlroutes.planner.plan`): the route and recipe for a run file, with reasons.
 - ``inspect`` (:func:`tlroutes.measure.evidence.inspect`): measured evidence for two problems.
   Not in ``__all__``: ``from tlroutes import *`` would shadow the standard ``inspect`` module.
@@ -29,6 +32,7 @@ from tlroutes.errors import TLRoutesError
 from tlroutes.matrix import Route, route_for
 
 if TYPE_CHECKING:  # what the lazy names below are, for type checkers and editors
+    from tlroutes.fitting import FitResult, fit
     from tlroutes.measure.evidence import inspect as inspect  # not in __all__: see above
     from tlroutes.planner import plan
     from tlroutes.reporting.build import build_report
@@ -41,14 +45,16 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and editor
 __version__ = "0.1.0"
 
 __all__ = [
-    "Predictor", "Route", "Summary", "TLRoutesError", "build_report", "draw_cube", "get_route",
-    "list_routes", "load", "plan", "register_route", "report", "route_for", "run", "__version__",
+    "FitResult", "Predictor", "Route", "Summary", "TLRoutesError", "build_report", "draw_cube",
+    "fit", "get_route", "list_routes", "load", "plan", "register_route", "report", "route_for", "run", "__version__",
 ]
 
 # The public functions that import torch or matplotlib, by name: (module, attribute). Each is
 # the real function (``tlroutes.run is tlroutes.runner.run``), imported on first access.
 _LAZY: dict[str, tuple[str, str]] = {
     "run": ("tlroutes.runner", "run"),
+    "fit": ("tlroutes.fitting", "fit"),
+    "FitResult": ("tlroutes.fitting", "FitResult"),
     "plan": ("tlroutes.planner", "plan"),
     "inspect": ("tlroutes.measure.evidence", "inspect"),
     "report": ("tlroutes.reporting.build", "build_report"),

@@ -20,10 +20,13 @@ run file, ``--candidate`` on the command line, :func:`~tlroutes.backbones.create
 - A plug-in package declares ``[project.entry-points."tlroutes.trunks"] my_trunk =
   "my_pkg.nets:make_encoder"``; ``my_trunk`` is then a trunk name (the factory returns a trunk
   with ``out_dim``, ``input_kind`` and ``in_width``, or any module, which is wrapped).
+- ``python:module-<key>``: an ``nn.Module`` given to :func:`tlroutes.fit`, held for the run
+  (:mod:`tlroutes.held`); each build is a copy of it.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -35,6 +38,7 @@ from tlroutes.backbones.inputs import InputConfig
 from tlroutes.backbones.pretrained.wrap import wrap_trunk
 from tlroutes.backbones.registry import INPUT_KINDS, TRUNKS
 from tlroutes.errors import ConfigError, did_you_mean, require_extra, shorten
+from tlroutes.held import is_held, lookup
 
 #: The entry-point group a plug-in package lists its trunk factories under.
 ENTRY_POINT_GROUP = "tlroutes.trunks"
@@ -51,6 +55,8 @@ def resolve_trunk(name: str) -> Callable[..., nn.Module] | None:
         from tlroutes.backbones.pretrained.hf_named import hf_builder
 
         return hf_builder(name[len("hf:"):])
+    if is_held(name):
+        return _held_builder(name)
     for point in entry_points(group=ENTRY_POINT_GROUP):
         if point.name == name:
             return _factory_builder(point.load, f"entry point '{name}' ({point.value})")
@@ -154,6 +160,21 @@ class TimmTrunk(nn.Module):
 
     def forward(self, x):
         return self.model(x)
+
+
+# -- a module given as a Python object (tlroutes.fit) --------------------------------------------
+def _held_builder(name: str) -> Callable[..., nn.Module]:
+    trunk = lookup(name, "model.trunk")
+    if not isinstance(trunk, nn.Module) or not hasattr(trunk, "out_dim"):
+        raise ConfigError(f"model.trunk: '{name}' holds {type(trunk).__name__}, not a trunk.")
+
+    def build() -> nn.Module:
+        """A copy of the trunk given from Python, so that every model built (the run's, the
+        from-scratch baseline's) has weights of its own and the caller's module is untouched."""
+        return copy.deepcopy(trunk)
+
+    build.input_kind = trunk.input_kind  # type: ignore[attr-defined]
+    return build
 
 
 # -- module factories and entry points ----------------------------------------------------------
