@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import replace
@@ -35,6 +35,11 @@ def labels_needed_by(what: str) -> Iterator[None]:
         _NEEDS_LABELS.reset(token)
 
 
+#: Called as ``hook(role, spec, seed, problem)`` after every load: a run's manifest records the
+#: data each model was trained on this way (:mod:`tlroutes.manifest.record`).
+ON_LOAD: list[Callable[[str, DataSpec, int, Problem], None]] = []
+
+
 def load_problem(spec: DataSpec, seed: int, role: str = "data", *,
                  run_dir: str | Path | None = None, allow_unlabelled: bool = False) -> Problem:
     """Load built-in data, a table, an ``.npz`` archive or a ``datasets`` folder as ``spec``
@@ -59,6 +64,8 @@ def load_problem(spec: DataSpec, seed: int, role: str = "data", *,
         problem.domain = replace(problem.domain, name=spec.domain)
         # plan and run place the pair by this declaration (tlroutes.measure.placement)
         problem.meta["declared_domain"] = spec.domain
+    for hook in ON_LOAD:
+        hook(role, spec, seed, problem)
     return problem
 
 

@@ -1,7 +1,8 @@
 """What a run records while its route runs, and the manifest written when a model is saved.
 
 The runner opens :func:`recording` around a run; loading a data block
-(:func:`tlroutes.train.from_spec.load`) calls :func:`note_problem`, and saving the trained model
+(:func:`tlroutes.data.load.load_problem`, through its ``ON_LOAD`` hooks) calls
+:func:`note_problem`, and saving the trained model
 (:meth:`tlroutes.train.engine.Trainer.save_model`) calls :func:`note_saved`, which writes
 ``manifest.json`` beside the weights. Outside a recording (a Trainer driven from a user's own
 Python) nothing is written: there is no run file to describe the data by.
@@ -23,6 +24,7 @@ from typing import Any
 
 from torch import nn
 
+from tlroutes.data.load import ON_LOAD
 from tlroutes.manifest.describe import NotDescribable, describe_model, task_dict
 from tlroutes.manifest.files import MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION
 from tlroutes.problem import Problem
@@ -89,12 +91,21 @@ def note_problem(role: str, spec: Any, seed: int, problem: Problem) -> None:
             rec.problems.append(Noted(role, data, int(seed), problem))
 
 
+ON_LOAD.append(note_problem)
+
+
 def _problem_for(rec: Recording, head: str, task: Any) -> Noted | None:
     """The loaded data block a head serves: the one its role names (``target``, ``source``),
-    else the one whose task is this very object, else the last one with an equal task."""
-    named = [n for n in rec.problems if n.role == head and n.problem.task == task]
-    if named:
-        return named[-1]
+    else the target when its task is the head's (a head shared by source and target, as in
+    Domain Adaptation, is used on the target), else the one whose task is this very object,
+    else the last one with an equal task."""
+    def alike(other: Any) -> bool:  # a task's name follows its data; kind and labels decide
+        return other.kind == task.kind and other.labels == task.labels
+
+    for role in (head, "target"):
+        named = [n for n in rec.problems if n.role == role and alike(n.problem.task)]
+        if named:
+            return named[-1]
     same = [n for n in rec.problems if n.problem.task is task]
     if same:
         return same[-1]

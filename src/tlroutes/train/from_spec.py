@@ -21,7 +21,6 @@ from torch import nn
 from tlroutes.backbones.pretrained.weights import load_pretrained
 from tlroutes.config import DataSpec, ModelSpec, TrainSpec
 from tlroutes.data.load import load_problem
-from tlroutes.manifest.record import note_problem
 from tlroutes.model import TransferModel, build_model
 from tlroutes.objectives.tasks import primary_metric, task_metrics
 from tlroutes.problem import Domain, Problem, Split, Task
@@ -33,10 +32,7 @@ from tlroutes.train.streams import Stream
 
 def load(spec: DataSpec, run_seed: int, role: str) -> Problem:
     """Load the problem a run file's ``source`` or ``target`` block describes."""
-    seed = run_seed if spec.seed is None else spec.seed
-    problem = load_problem(spec, seed, role)
-    note_problem(role, spec, seed, problem)  # for the run's manifest (tlroutes.manifest)
-    return problem
+    return load_problem(spec, run_seed if spec.seed is None else spec.seed, role)
 
 
 def build(
