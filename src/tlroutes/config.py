@@ -254,15 +254,18 @@ class DataSpec(_Spec):
         64, ge=2, le=4096, description="Token ids per text (truncated or padded). Default 64.",
     )
     split_column: str | None = Field(
-        None, description="Tables and datasets folders: a column holding each row's split "
-        "('train', 'val' or 'validation', 'test'); rows keep those splits instead of automatic "
-        "ones. Default: none (split automatically by `split`).",
+        None, description="Tables, image lists and datasets folders: a column holding each "
+        "row's split ('train', 'val' or 'validation', 'test'); rows keep those splits instead "
+        "of automatic ones. Default: the column named 'split' when the table has one, else none "
+        "(split automatically by `split`).",
     )
     domain_column: str | None = Field(
-        None, description="Tables and datasets folders: a column naming each row's domain (a "
-        "site, an island, a scanner), so that one table holds several domains; with "
-        "domain_value, this problem takes the rows of one domain. The column is never a "
-        "feature. (Not `domain:`, which names this problem's domain.) Default: none.",
+        None, description="Tables, image lists and datasets folders: a column naming each "
+        "row's domain (a site, an island, a scanner), so that one table holds several domains; "
+        "with domain_value, this problem takes the rows of one domain (a column of one value "
+        "needs none). The column is never a feature. (Not `domain:`, which names this "
+        "problem's domain.) Default: the column named 'domain' when the table has one, else "
+        "none.",
     )
     domain_value: str | int | None = Field(
         None, description="With domain_column: the value whose rows are this problem (e.g. "

@@ -44,7 +44,7 @@ import numpy as np
 from tlroutes.config import TransformSpec
 from tlroutes.data.sources.build import SourceOptions, build_problem
 from tlroutes.data.sources.splitting import SPLIT_NAMES, fingerprint_path
-from tlroutes.data.sources.tables import Columns
+from tlroutes.data.sources.tables import Columns, with_default_columns
 from tlroutes.data.transforms import ImageTransforms, resolve_transforms
 from tlroutes.errors import ConfigError, DataError, MissingExtraError, did_you_mean, shorten
 from tlroutes.lazy_inputs import LazyInputs
@@ -146,9 +146,10 @@ def list_image_table(table: Path, cols: Columns | None = None) -> ImageList:
     when there is one) and the domain column (default ``domain`` when there is one) with the
     value whose rows to keep.
     """
-    cols = cols or Columns()
     frame = _read_table(table)
     columns = [str(c) for c in frame.columns]
+    # the one rule of every table: `split` and `domain` columns are read unless others are named
+    cols = with_default_columns(cols or Columns(), columns)
     if "path" not in columns:
         raise DataError(f"{table} has no 'path' column.{did_you_mean('path', columns)} "
                         f"Columns: {shorten(columns)}.")
@@ -159,7 +160,7 @@ def list_image_table(table: Path, cols: Columns | None = None) -> ImageList:
                             f"{did_you_mean(name, columns)} Columns: {shorten(columns)}.")
     if len(frame) == 0:
         raise DataError(f"{table} lists no images (a header and no rows).")
-    domain_column = cols.domain_column or ("domain" if "domain" in columns else None)
+    domain_column = cols.domain_column
     if domain_column is not None:
         values = sorted(set(frame[domain_column]))
         if cols.domain_value is not None:
@@ -186,7 +187,7 @@ def list_image_table(table: Path, cols: Columns | None = None) -> ImageList:
         raise DataError(f"{empty[0]}: the path is empty; every row names an image file.")
     label = cols.label or "label"
     labels = list(frame[label]) if label in columns else None
-    split_column = cols.split_column or ("split" if "split" in columns else None)
+    split_column = cols.split_column
     splits = list(frame[split_column]) if split_column is not None else None
     return ImageList(paths, labels, splits, where)
 

@@ -9,10 +9,12 @@ One row is one sample. Columns play these parts (:class:`Columns`):
   tensor ``(N, D)`` — a tabular domain;
 - ``text``: instead of features, one text column, tokenised by the trunk's tokenizer into ids
   ``(N, text_length)`` — a text domain;
-- ``split_column``: each row's split (``train``/``val``/``test``); without it the rows are split
-  automatically (:mod:`~tlroutes.data.sources.splitting`);
+- ``split_column``: each row's split (``train``/``val``/``test``; default: the column named
+  ``split``, when there is one); without one the rows are split automatically
+  (:mod:`~tlroutes.data.sources.splitting`);
 - ``domain_column`` + ``domain_value``: one table holding several domains (a site, an island
-  column); the problem takes the rows of one value. A separate pair of fields, not ``domain:``,
+  column; default: the column named ``domain``, when there is one); the problem takes the rows
+  of one value (a column of one value needs none). A separate pair of fields, not ``domain:``,
   because ``domain:`` already names the problem's domain; here the value names it by default.
 
 Every column a run file names is checked: a missing or misspelt one is a
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,8 @@ from tlroutes.data.sources.build import SourceOptions, build_problem
 from tlroutes.errors import DataError, did_you_mean, require_extra, shorten
 from tlroutes.problem import Problem
 
-__all__ = ["TABLE_SUFFIXES", "Columns", "frame_problem", "read_table"]
+__all__ = ["DEFAULT_DOMAIN_COLUMN", "DEFAULT_SPLIT_COLUMN", "TABLE_SUFFIXES", "Columns",
+           "frame_problem", "read_table", "with_default_columns"]
 
 #: File suffixes read as tables.
 TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".tab", ".parquet", ".pq")
@@ -52,6 +55,24 @@ class Columns:
     split_column: str | None = None
     domain_column: str | None = None
     domain_value: str | int | None = None
+
+
+#: The columns read as a table's split and domain columns when the data block names none.
+DEFAULT_SPLIT_COLUMN = "split"
+DEFAULT_DOMAIN_COLUMN = "domain"
+
+
+def with_default_columns(cols: Columns, columns: Sequence[Any]) -> Columns:
+    """``cols`` with the one rule for split and domain columns, for every table (CSV, TSV,
+    Parquet, a ``datasets`` folder, an image list): ``split_column`` defaults to the column named
+    ``split`` and ``domain_column`` to the column named ``domain``, when the table has one; a
+    named column is used as named."""
+    names = {str(c) for c in columns}
+    split = cols.split_column or (DEFAULT_SPLIT_COLUMN if DEFAULT_SPLIT_COLUMN in names
+                                  and cols.label != DEFAULT_SPLIT_COLUMN else None)
+    domain = cols.domain_column or (DEFAULT_DOMAIN_COLUMN if DEFAULT_DOMAIN_COLUMN in names
+                                    and cols.label != DEFAULT_DOMAIN_COLUMN else None)
+    return replace(cols, split_column=split, domain_column=domain)
 
 
 def read_table(path: str | Path) -> Any:
@@ -100,6 +121,8 @@ def _domain_rows(frame: Any, cols: Columns, where: str) -> Any:
     _check_column(frame, column, "domain_column", where)
     values = frame[column]
     found = sorted({str(v) for v in values.dropna().unique()})
+    if cols.domain_value is None and len(found) == 1:
+        return frame  # one domain: nothing to choose
     if cols.domain_value is None:
         raise DataError(f"{where}: domain_column '{column}' holds domains "
                         f"{shorten(found)}; pick this problem's with `domain_value`.")
@@ -164,6 +187,7 @@ def frame_problem(
         label_names: the label column's own class names when the source has them (a
             ``datasets`` ClassLabel), used unless ``options.labels`` is given.
     """
+    cols = with_default_columns(cols, list(frame.columns))
     if cols.domain_column is not None:
         frame = _domain_rows(frame, cols, where)
     elif cols.domain_value is not None:
