@@ -116,3 +116,12 @@ def test_timm_and_module_trunks_run_from_run_files(tmp_path):
     factory = dict(fine_tuning, model={"trunk": "module:tests.plugins.factories:small_cnn",
                                        "trunk_args": {"width": 8}})
     assert _run(tmp_path, factory, "mod")["route"] == "task_fine_tuning"
+
+
+def test_timm_width_counts_a_head_hidden_layer():
+    """MobileNetV3 pools, then widens with its conv_head: the features are head_hidden_size
+    wide, not num_features."""
+    trunk = create_trunk("timm:mobilenetv3_small_050").eval()
+    with torch.no_grad():
+        assert trunk(torch.zeros(2, 3, 32, 32)).shape == (2, trunk.out_dim)
+    assert trunk.out_dim == trunk.model.head_hidden_size != trunk.model.num_features

@@ -156,7 +156,9 @@ class TimmTrunk(nn.Module):
         self.model = model
         self.arch = arch
         self.in_width = int(in_chans)
-        self.out_dim = int(model.num_features)
+        # A head with its own hidden layer after pooling (MobileNetV3's conv_head) returns
+        # head_hidden_size features, not the trunk's num_features.
+        self.out_dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
 
     def forward(self, x):
         return self.model(x)
