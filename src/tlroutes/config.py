@@ -182,7 +182,8 @@ class DataSpec(_Spec):
         "a folder in the ImageFolder layout (<class>/<image>) or a .csv/.tsv with a 'path' "
         "column (and label, optional split and domain columns; see transforms). Data "
         "without pre-made splits is split by `split` (stratified, seeded) and the lists are kept "
-        "in the run folder. Default 'digits'.",
+        "in the run folder. A relative path is read from the current folder, else from the run "
+        "file's folder. Default 'digits'.",
     )
     task: str = Field(
         "digit",
@@ -674,7 +675,29 @@ def load_run_file(path: str | Path) -> RunSpec:
     if not isinstance(data, dict):
         raise ConfigError(f"{shorten(str(path))} must hold a mapping of fields (route:, "
                           "source:, ...).")
-    return parse_run(data, source=shorten(str(path)))
+    return beside_run_file(parse_run(data, source=shorten(str(path))), path.parent)
+
+
+def beside_run_file(spec: RunSpec, folder: Path) -> RunSpec:
+    """``spec`` with each data block's relative ``dataset`` path that is missing from the current
+    folder but present in the run file's ``folder`` made absolute there.
+
+    A relative path is read from the current folder first (as typed on the command line), then
+    from the run file's folder: so a run file and its data travel together — the packaged
+    examples find their data (``examples/data/…``) wherever tlroutes is installed.
+    """
+    def moved(block: DataSpec | None) -> DataSpec | None:
+        if block is None:
+            return None
+        given = Path(block.dataset)
+        if given.is_absolute() or given.exists() or not (folder / given).exists():
+            return block
+        return block.model_copy(update={"dataset": str((folder / given).resolve())})
+
+    update: dict[str, Any] = {"source": moved(spec.source), "target": moved(spec.target)}
+    if spec.problems:
+        update["problems"] = {name: moved(block) for name, block in spec.problems.items()}
+    return spec.model_copy(update=update)
 
 
 def read_yaml(path: str | Path, max_bytes: int = MAX_RUN_FILE_BYTES) -> Any:

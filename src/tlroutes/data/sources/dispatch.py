@@ -78,7 +78,8 @@ def file_problem(spec: DataSpec, seed: int, role: str) -> Problem | None:
             "/" in spec.dataset or "\\" in spec.dataset or suffix):
         # a path, not a built-in name: say that it is missing, not that no dataset has its name
         raise DataError(f"Data file or folder {path} does not exist (a relative path is read "
-                        f"from the current folder, {Path.cwd()}).")
+                        f"from the current folder, {Path.cwd()}, else from the run file's "
+                        "folder).")
     if spec.dataset not in BUILTIN_DATASETS and not is_datasets_folder(path) \
             and is_image_source(path):
         return load_images(path, options, key=key, cols=cols, transforms=spec.transforms,
