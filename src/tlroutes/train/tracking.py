@@ -163,6 +163,11 @@ class MlflowTracker(Tracker):
         try:
             # Logged whatever the status: a failed run's run.yaml and metrics.jsonl tell why.
             self.log_artifacts(self.run_dir)
+            if status == "FINISHED" and self.spec.artifacts:
+                # the trained model, as a pyfunc that mlflow.pyfunc.load_model reads back
+                from tlroutes.use.mlflow_model import log_model
+
+                log_model(self.client, self.run_id, self.run_dir)
         finally:
             self.client.set_terminated(self.run_id, status=status)
             self.run_id = None
