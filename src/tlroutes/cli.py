@@ -279,13 +279,13 @@ def plan(
 
     result = plan_(run_file, seed=seed, permutations=permutations, max_samples=max_samples,
                    seeds=seeds)
-    console.print(cube_table(result.route))
+    console.print(cube_table(result.route, result.importance))
     for table in plan_tables(result):
         console.print(table)
     out = out or Path("runs/plan") / run_file.stem
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "plan.json", result.to_dict())
-    draw_cube(result.route, out / "cube.png")
+    draw_cube(result.route, out / "cube.png", result.importance)
     console.print(f"plan: [bold]{result.route.title}[/] (route: {result.route.value}); "
                   f"written to {out}/plan.json and {out}/cube.png")
 

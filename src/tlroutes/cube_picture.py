@@ -7,10 +7,11 @@ report, ``tlroutes plan`` and ``tlroutes routes --picture`` use it. It needs onl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlroutes.matrix import COLUMNS, ORDERS, RELATIONS, Route, route_for
+from tlroutes.matrix import COLUMNS, ORDERS, RELATIONS, Route, importance_text, route_for
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -58,7 +59,8 @@ def _centred_lines(ax: Any, x: float, y: float, text: str, size: float, color: s
         )
 
 
-def draw_cube(highlight: Route | str | None = None, path: str | Path | None = None) -> Figure:
+def draw_cube(highlight: Route | str | None = None, path: str | Path | None = None,
+              importance: Mapping[str, str] | None = None) -> Figure:
     """Draw the cube as a picture: 2 rows (order) × 4 columns (task, then domain).
 
     The columns follow :data:`~tlroutes.matrix.COLUMNS` (the same order as the terminal table
@@ -71,6 +73,9 @@ def draw_cube(highlight: Route | str | None = None, path: str | Path | None = No
             strong colour. Default ``None``: all cells light.
         path: where to save the picture as PNG (150 dpi); parent folders are created. Default
             ``None``: not saved.
+        importance: the run's ``importance:`` (problem → main | auxiliary); when given, the
+            fourth axis is written under the title (:data:`~tlroutes.matrix.IMPORTANCES`).
+            Default None.
 
     Returns:
         The :class:`matplotlib.figure.Figure` (drawn with the Agg backend; no window opens). Each
@@ -143,9 +148,10 @@ def draw_cube(highlight: Route | str | None = None, path: str | Path | None = No
     title = "Transfer learning: the eight routes"
     fig.suptitle(title, fontsize=15, fontweight="bold", color=_INK, y=0.965)
     if chosen is not None:
-        fig.text(
-            0.5, 0.885, f"this project: {chosen.title}", ha="center", fontsize=11, color=_STRONG
-        )
+        said = f"this project: {chosen.title}"
+        if importance:
+            said += f"  ·  importance: {importance_text(importance)}"
+        fig.text(0.5, 0.885, said, ha="center", fontsize=11, color=_STRONG)
 
     if path is not None:
         path = Path(path)

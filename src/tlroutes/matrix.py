@@ -26,6 +26,7 @@ route's prose and advice live in its module ``tlroutes.routes.<id>``, the cube's
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import Enum
 from typing import Literal
 
@@ -35,6 +36,7 @@ __all__ = [
     "AXES",
     "COLUMNS",
     "DIFFERENT",
+    "IMPORTANCES",
     "ORDERS",
     "RELATIONS",
     "SAME",
@@ -43,6 +45,7 @@ __all__ = [
     "Order",
     "Relation",
     "Route",
+    "importance_text",
     "route_for",
 ]
 
@@ -72,6 +75,29 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     (DIFFERENT, DIFFERENT),
 )
 """The cube's columns as ``(task, domain)`` pairs, in the order tables and pictures use."""
+
+IMPORTANCES: tuple[str, ...] = ("equal", "main and auxiliary")
+"""The fourth axis, **importance**: are the tasks equally important (classic multi-task
+learning), or is one the main task and the others auxiliary, there only to help it? It does not
+move a project to another cell; it changes what a simultaneous route selects on, reports and
+compares with (the main task's metric against the main task trained alone). A run file sets it
+with ``importance: {<problem>: main}``. In a sequential route it is implicit: the target is the
+main task and the source serves it."""
+
+
+def importance_text(importance: Mapping[str, str] | None) -> str:
+    """The importance axis in words: ``"equal"``, or ``"main: digit; auxiliary: parity, gt4"``.
+
+    Args:
+        importance: a run file's ``importance:`` (problem → ``main`` | ``auxiliary``), or the
+            full mapping with every problem; None or empty means equal.
+    """
+    if not importance:
+        return IMPORTANCES[0]
+    main = [n for n, v in importance.items() if v == "main"]
+    aux = [n for n, v in importance.items() if v != "main"]
+    return f"main: {', '.join(main)}" + (f"; auxiliary: {', '.join(aux)}" if aux else "")
+
 
 # --------------------------------------------------------------------------------------------------
 # Routes

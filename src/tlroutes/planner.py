@@ -30,7 +30,7 @@ from rich.table import Table
 
 from tlroutes.config import RunLike, RunSpec, as_run_spec
 from tlroutes.errors import ConfigError
-from tlroutes.matrix import Route, route_for
+from tlroutes.matrix import Route, importance_text, route_for
 from tlroutes.measure.display import evidence_tables, verdict_text
 from tlroutes.measure.domain import VERDICT_SEEDS
 from tlroutes.measure.evidence import (
@@ -72,6 +72,9 @@ class Plan:
     placements: list[Placement] = field(default_factory=list)
     """Each pair's placement (:func:`tlroutes.measure.placement.place`); a ``route: auto`` run
     follows them (:func:`tlroutes.measure.placement.following`)."""
+    importance: dict[str, str] = field(default_factory=dict)
+    """The fourth axis: each problem's ``main`` | ``auxiliary`` from the run file's
+    ``importance:`` (problems not named are auxiliary), or {} when the tasks are equal."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what ``tlroutes plan`` writes as plan.json)."""
@@ -79,6 +82,7 @@ class Plan:
             "route": self.route.value, "route_title": self.route.title,
             "declared_route": None if self.declared_route is None else self.declared_route.value,
             "axes": {name: vars(getattr(self, name)) for name in ("task", "domain", "order")},
+            "importance": self.importance or "equal",
             "recipe": self.recipe, "reasons": self.reasons, "warnings": self.warnings,
             "evidence": None if self.evidence is None else self.evidence.to_dict(),
         }
@@ -133,8 +137,29 @@ def plan(
     if len(evidence.pairs) > 1:
         warnings.extend(_pair_notes(evidence.pairs, route, order.value))
     recipe, reasons = recommend(route, problems, evidence, warnings)
+    importance = _importance(spec, route, recipe, reasons, warnings)
     return Plan(route, task, domain, order, declared, recipe, reasons, warnings, evidence,
-                placements)
+                placements, importance=importance)
+
+
+def _importance(spec: RunSpec, route: Route, recipe: dict[str, Any], reasons: dict[str, str],
+                warnings: list[str]) -> dict[str, str]:
+    """The importance axis of every problem, and the route's advice for it (its module's
+    ``recommend_importance``, when it has one; a route without one is warned about)."""
+    main = spec.main_task
+    if main is None:
+        return {}
+    importance = {n: ("main" if n == main else "auxiliary") for n in spec.problems}
+    advise = getattr(get_route(route), "recommend_importance", None)
+    if advise is None:
+        warnings.append(f"importance: names a main task, but {route.title} treats its problems "
+                        "as equally important; Multi-Task Learning is the route that serves "
+                        "a main task with auxiliary ones.")
+    else:
+        extra, why = advise(main, [n for n in importance if n != main])
+        recipe.update(extra)
+        reasons.update(why)
+    return importance
 
 
 def plan_order(spec: RunSpec, declared: Route | None) -> Axis:
@@ -256,6 +281,10 @@ def plan_tables(plan: Plan) -> list[Table]:
     for name in ("task", "domain", "order"):
         axis = getattr(plan, name)
         axes.add_row(name, verdict_text(axis.value), axis.source, axis.detail)
+    if plan.importance:
+        axes.add_row("importance", importance_text(plan.importance), "declared",
+                     "The run file's importance: names the main task; the others serve it "
+                     "(selection, metric and baseline are the main task's).")
     recipe = Table(title="recommended recipe", title_justify="left")
     recipe.add_column("setting")
     recipe.add_column("value")

@@ -8,9 +8,10 @@ when called.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from tlroutes.matrix import COLUMNS, ORDERS, Route, route_for
+from tlroutes.matrix import COLUMNS, ORDERS, Route, importance_text, route_for
 from tlroutes.routes.registry import get_route, list_routes, prose_of, title_of
 
 if TYPE_CHECKING:
@@ -19,12 +20,15 @@ if TYPE_CHECKING:
 __all__ = ["cube_table", "explain_table"]
 
 
-def cube_table(highlight: Route | str | None = None) -> Table:
+def cube_table(highlight: Route | str | None = None,
+               importance: Mapping[str, str] | None = None) -> Table:
     """The cube as a rich table: rows are the orders, columns the four (task, domain) pairs.
 
     Args:
         highlight: a route (or any name :meth:`Route.parse` accepts) whose cell is styled bold
             reverse. Default ``None``: no cell is highlighted.
+        importance: the run's ``importance:`` (problem → main | auxiliary), shown in the title
+            when given (the fourth axis, :data:`~tlroutes.matrix.IMPORTANCES`). Default None.
 
     Returns:
         A :class:`rich.table.Table`; print it with ``rich.print`` or a ``rich.console.Console``.
@@ -39,6 +43,8 @@ def cube_table(highlight: Route | str | None = None) -> Table:
     title = "The eight routes of transfer learning"
     if chosen is not None:
         title += f" — this project: {chosen.title}"
+    if importance:
+        title += f" — importance: {importance_text(importance)}"
     table = Table(title=title, show_lines=True)
     table.add_column("order", style="bold")
     for task, domain in COLUMNS:
@@ -73,11 +79,21 @@ def explain_table() -> Table:
     table.add_column("task")
     table.add_column("domain")
     table.add_column("order")
+    table.add_column("importance", ratio=1)
     table.add_column("what it does", ratio=3)
     table.add_column("example", ratio=2)
     for name in names:
         module = get_route(name)
         cell, prose = module.ROUTE, prose_of(module)
-        table.add_row(title_of(module), cell.task, cell.domain, cell.order, prose.explanation,
-                      prose.example)
+        table.add_row(title_of(module), cell.task, cell.domain, cell.order,
+                      _importance(module), prose.explanation, prose.example)
     return table
+
+
+def _importance(module) -> str:
+    """What the fourth axis means for a route: read from what its run file takes."""
+    if "importance" in (getattr(module, "RUN_FILE_BLOCKS", None) or ()):
+        return "equal, or one main task with auxiliary ones (importance:)"
+    if module.ROUTE.sequential:
+        return "the target is the main task; the source serves it"
+    return "equal"

@@ -492,6 +492,21 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
     return recipe, why
 
 
+def recommend_importance(main: str, auxiliaries: list[str]) -> Advice:
+    """The plan's advice when ``importance:`` names a main task: Auto-Lambda, whose weights
+    are learned on the main task's validation loss (an auxiliary that does not help it is
+    weighted toward 0), and the ablation when there are two auxiliaries or more."""
+    recipe: dict[str, Any] = {"weighting": "auto_lambda"}
+    why = {"weighting": f"'{main}' is the main task: Auto-Lambda learns each auxiliary's "
+           "weight on the main task's validation loss (gradsim, the cheaper choice, drops an "
+           "auxiliary's gradient when it points away from the main task's)."}
+    if len(auxiliaries) >= 2:
+        recipe["ablation"] = True
+        why["ablation"] = (f"{len(auxiliaries)} auxiliaries: train the main task with each "
+                           "alone to see which ones help (run with seeds: 3 for a spread).")
+    return recipe, why
+
+
 # --------------------------------------------------------------------------------------------------
 # Report (the report's route section; see tlroutes.routes.registry for the protocol)
 # --------------------------------------------------------------------------------------------------
