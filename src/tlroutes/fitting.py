@@ -149,7 +149,7 @@ def fit(
             :func:`~tlroutes.backbones.pretrained.wrap.wrap_trunk`; each model the run builds is
             a copy, your module is left untouched). Default None: by the target's modality,
             ``cnn2d`` (images), ``cnn1d`` (signals), ``mlp`` (tables, arrays ``(N, D)``) or
-            ``transformer`` (text).
+            ``transformer`` (text); with ``problems``, by the first problem's.
         trunk_args: the named trunk's arguments (e.g. ``{"pretrained": True}``). Default none.
         label: the label column of DataFrames and tables given as source or target. Default
             None: a column named ``label``.
@@ -202,7 +202,8 @@ def fit(
     else:
         data["problems"] = {str(name): _data_block(value, str(name), label, None)
                             for name, value in _mapping(problems, "problems").items()}
-    data["model"] = {"trunk": _trunk_name(model, target if problems is None else None),
+    first = target if problems is None else next(iter(problems.values()), None)
+    data["model"] = {"trunk": _trunk_name(model, first),
                      "trunk_args": dict(trunk_args or {})}
     if recipe is not None:
         data["recipe"] = dict(_mapping(recipe, "recipe"))
@@ -215,11 +216,12 @@ def fit(
              if v is not None}
     if train:  # into the stages the (planned) route reads, under what `run` set itself
         blocks = getattr(resolved.module, "RUN_FILE_BLOCKS", None)
-        data = resolved.spec.model_dump(mode="json")
+        # the blocks given only (check_blocks refuses a given block the route does not read)
+        data = resolved.spec.model_dump(mode="json", exclude_unset=True)
         for stage in ("source_training", "target_training", "training"):
             if blocks is None or stage in blocks:
                 own = extra.get(stage) or {}
-                data[stage].update({k: v for k, v in train.items() if k not in own
+                data.setdefault(stage, {}).update({k: v for k, v in train.items() if k not in own
                                     and not (k == "epochs" and "steps" in own)})
         again = resolve(parse_run(data, source="tlroutes.fit"))
         resolved = Resolved(again.spec, again.module, again.recipe, resolved.plan)
