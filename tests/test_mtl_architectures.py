@@ -16,12 +16,13 @@ import yaml
 from safetensors.torch import load_file
 from torch import nn
 
+import tlroutes
 from tlroutes.backbones import create_trunk
 from tlroutes.backbones.sharing import (
-    CrossStitch,
-    MMoE,
     MTAN,
     PLE,
+    CrossStitch,
+    MMoE,
     TaskSharing,
     create_sharing,
     list_sharings,
@@ -31,6 +32,7 @@ from tlroutes.errors import ConfigError
 from tlroutes.model import build_model, count_parameters
 from tlroutes.problem import Domain, Task
 from tlroutes.runner import run
+from tlroutes.use.export import export_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -358,6 +360,14 @@ def test_each_architecture_runs_through_the_route(tmp_path, name, args, weightin
     marker = {"mmoe": "trunk.gates.digit", "ple": "trunk.levels.1.task_experts.properties",
               "mtan": "trunk.attention.digit", "cross_stitch": "trunk.stitch.0"}[name]
     assert any(k.startswith(marker) for k in keys)
+    # the run folder loads (its manifest records the architecture) and exports
+    predictor = tlroutes.load(tmp_path / name)
+    assert type(predictor.model.trunk).__name__ == {
+        "mmoe": "MMoE", "ple": "PLE", "mtan": "MTAN", "cross_stitch": "CrossStitch"}[name]
+    x = torch.randn(3, *predictor.model.domains["input"].input_shape)
+    assert predictor.predict(x, head="digit").shape == (3,)
+    export_model(predictor, format="torchscript", head="properties",
+                 out=tmp_path / f"{name}.pt")  # checks its outputs against PyTorch's
 
 
 def test_a_trunk_the_architecture_cannot_take_is_refused_before_training(tmp_path):

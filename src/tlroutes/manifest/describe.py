@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from tlroutes.backbones.sharing import SHARINGS, TaskSharing
 from tlroutes.model import TransferModel
 from tlroutes.problem import Domain, Task
 
@@ -100,8 +101,16 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
     """
     if not isinstance(model, TransferModel):
         raise NotDescribable(f"the model is a {type(model).__name__}, not a TransferModel")
-    trunk = _factory(model.trunk, "trunk", "the trunk")
+    sharing = None
+    if isinstance(model.trunk, TaskSharing):  # a multi-task architecture over trunk copies
+        sharing = _factory(model.trunk, SHARINGS.what, "the multi-task architecture")
+        sharing = {"name": sharing["factory"], "args": sharing["args"],
+                   "tasks": list(model.trunk.tasks)}
+    trunk = _factory(model.trunk.reference_trunk() if sharing else model.trunk, "trunk",
+                     "the trunk")
     trunk["args"] = {k: v for k, v in trunk["args"].items() if k not in WEIGHT_ARGS}
+    if sharing:
+        trunk["sharing"] = sharing
     stems = {}
     for key, stem in model.stems.items():
         if key not in model.domains:

@@ -7,6 +7,7 @@ from typing import Any
 
 from tlroutes.backbones import create_head
 from tlroutes.backbones.registry import STEMS, TRUNKS
+from tlroutes.backbones.sharing import create_sharing
 from tlroutes.errors import ConfigError
 from tlroutes.manifest.describe import domain_from, task_from
 from tlroutes.model import TransferModel
@@ -33,7 +34,13 @@ def rebuild_model(manifest: dict[str, Any], folder: str | Path, *,
             f"The model in {folder} cannot be rebuilt from its manifest: "
             f"{manifest.get('unbuildable') or 'no model block'}. Only models assembled from "
             "registered trunks, stems and heads can be loaded from a run folder.")
-    trunk = TRUNKS.build(m["trunk"]["factory"], **m["trunk"]["args"])
+    t = m["trunk"]
+    if t.get("sharing"):  # a multi-task architecture (MMoE, PLE, ...) over copies of the trunk
+        s = t["sharing"]
+        trunk = create_sharing(s["name"], lambda: TRUNKS.build(t["factory"], **t["args"]),
+                               s["tasks"], **s["args"])
+    else:
+        trunk = TRUNKS.build(t["factory"], **t["args"])
     stems, domains = {}, {}
     for key, s in m["stems"].items():
         domains[key] = domain_from(s["domain"])

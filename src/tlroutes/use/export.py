@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from tlroutes.backbones.sharing import TaskSharing
 from tlroutes.errors import ConfigError, did_you_mean, require_extra
 
 if TYPE_CHECKING:
@@ -52,9 +53,15 @@ class HeadGraph(nn.Module):
         self.stem = model.stems[stem]
         self.trunk = model.trunk
         self.head = model.heads[head]
+        self.name = head
+        # a multi-task architecture (MMoE, PLE, ...) gives each task its own features
+        self.per_task = isinstance(model.trunk, TaskSharing)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.trunk(self.stem(x)))
+        h = self.stem(x)
+        if self.per_task:
+            return self.head(self.trunk(h, [self.name]).per_task[self.name])
+        return self.head(self.trunk(h))
 
 
 def example_input(predictor: Predictor, head: str, batch: int = 4, seed: int = 0) -> Tensor:

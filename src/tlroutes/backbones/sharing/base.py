@@ -64,6 +64,11 @@ class TaskSharing(nn.Module, abc.ABC):
     def private_parameters(self, task: str) -> list[nn.Parameter]:
         """The parameters only ``task``'s loss reaches (its gates, its own experts …)."""
 
+    @abc.abstractmethod
+    def reference_trunk(self) -> nn.Module:
+        """One of the trunks it was built from (all alike): what a manifest records to rebuild
+        it."""
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """Every parameter that is not private to one task (reached by several tasks' losses):
         what the gradient weightings combine per-task gradients on."""

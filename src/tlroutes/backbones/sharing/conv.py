@@ -110,6 +110,9 @@ class MTAN(TaskSharing):
     def private_parameters(self, task: str) -> list[nn.Parameter]:
         return list(self.attention[task].parameters())
 
+    def reference_trunk(self) -> nn.Module:
+        return self.trunk
+
 
 @register_sharing("cross_stitch")
 class CrossStitch(TaskSharing):
@@ -166,3 +169,6 @@ class CrossStitch(TaskSharing):
 
     def private_parameters(self, task: str) -> list[nn.Parameter]:
         return []
+
+    def reference_trunk(self) -> nn.Module:
+        return next(iter(self.columns.values()))

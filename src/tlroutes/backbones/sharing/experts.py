@@ -76,6 +76,9 @@ class MMoE(TaskSharing):
     def private_parameters(self, task: str) -> list[nn.Parameter]:
         return list(self.gates[task].parameters())
 
+    def reference_trunk(self) -> nn.Module:
+        return self.experts[0]
+
 
 class _Level(nn.Module):
     """One customized gate control (CGC) level of PLE."""
@@ -171,6 +174,9 @@ class PLE(TaskSharing):
                 h_shared = mix(level.shared_gate(gate_in(h_shared)), torch.stack(every, 1))
             h_task = new_task
         return SharedFeatures({t: h_task[t] for t in names}, None)
+
+    def reference_trunk(self) -> nn.Module:
+        return self.levels[0].shared_experts[0]
 
     def private_parameters(self, task: str) -> list[nn.Parameter]:
         last = self.levels[-1]
