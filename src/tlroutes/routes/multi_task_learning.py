@@ -262,9 +262,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     delta = delta_m(per_task, test_reference, tasks) if test_reference else None
     summary = summarise(ROUTE, None, {"delta_m": delta if delta is not None else 0.0},
                         None if delta is None else {"delta_m": 0.0}, primary=("delta_m", True),
-                        carried_over="stem and trunk shared; one head per task"
-                        if recipe.architecture == HARD else f"stem shared; trunk shared as "
-                        f"{recipe.architecture}; one head per task",
+                        carried_over=f"{_shared_words(recipe)}; one head per task",
                         per_task=per_task, per_task_baseline=test_reference,
                         weighting=recipe.weighting, architecture=recipe.architecture,
                         delta_m=delta,
@@ -289,7 +287,7 @@ def _fit_joint(spec: RunSpec, recipe: Recipe, trainer: Trainer, problems: dict[s
                         m.stem_args, sharing=recipe.architecture,
                         sharing_args=recipe.architecture_args)
     weighting = create_weighting(recipe.weighting, num_tasks=len(tasks), **auxiliary.weighting_args(
-        recipe.weighting, recipe.weighting_args, list(tasks), main, t.lr))
+        recipe.weighting, recipe.weighting_args, list(tasks), main, t.lr, list(spec.problems)))
     if main is not None and hasattr(weighting, "attach"):  # Auto-Lambda's validation loss
         weighting.attach(auxiliary.validation_loss(model, problems[main].val, tasks[main], main,
                                                    t.batch_size, spec.seed))
@@ -336,7 +334,7 @@ def _main_task_summary(spec: RunSpec, recipe: Recipe, trainer: Trainer,
             None if base is None else base[key], each, per_task[main][key])
     return summarise(
         ROUTE, task, per_task[main], base,
-        carried_over="stem and trunk shared; one head per task; auxiliary tasks serve "
+        carried_over=f"{_shared_words(recipe)}; one head per task; auxiliary tasks serve "
         f"'{main}'", per_task=per_task, per_task_baseline=None if base is None else {main: base},
         main_task=main, importance={n: ("main" if n == main else "auxiliary") for n in problems},
         weighting=recipe.weighting, architecture=recipe.architecture,
@@ -344,6 +342,13 @@ def _main_task_summary(spec: RunSpec, recipe: Recipe, trainer: Trainer,
         metric_note=f"metrics: the main task '{main}' on its test split (selected on its "
         "validation metric); the auxiliary tasks' metrics are in per_task",
         baseline_note=f"baseline: '{main}' trained alone for the same number of steps")
+
+
+def _shared_words(recipe: Recipe) -> str:
+    """What the tasks share, in words (the summary's ``carried_over``)."""
+    if recipe.architecture == HARD:
+        return "stem and trunk shared"
+    return f"stem shared; trunk shared as {recipe.architecture}"
 
 
 def matched_epochs(joint_n: int, single_n: int, train: TrainSpec) -> int:
