@@ -387,3 +387,29 @@ def test_a_trunk_the_architecture_cannot_take_is_refused_before_training(tmp_pat
 def test_bad_recipe_is_one_clear_error(tmp_path, recipe, match):
     with pytest.raises(ConfigError, match=match):
         run_from_file(tmp_path, mtl_run(tmp_path, recipe), "bad")
+
+
+# -- with the weightings -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weighting", ["ew", "pcgrad", "mgda", "nash_mtl"])
+@pytest.mark.parametrize(("name", "args"), ARCHITECTURES[:2] + ARCHITECTURES[4:])
+def test_every_parameter_trains_under_each_weighting(name, args, weighting):
+    # as the route's step does: combined gradients on the shared parameters, the task's own
+    # (gates, own experts, masks, heads) through the graph walk; MMoE hands MGDA its Z
+    from tlroutes.objectives.mtl import create_weighting
+
+    torch.manual_seed(7)
+    model = build_model(image_domain(), tasks(), "cnn2d", {"channels": CHANNELS},
+                        sharing=name, sharing_args=args)
+    x = torch.randn(8, 1, 8, 8)
+    targets = {"digit": torch.randint(0, 10, (8,)), "parity": torch.randint(0, 2, (8,)),
+               "size": torch.randn(8, 1)}
+    out = model.task_features(x)
+    losses = [torch.nn.functional.cross_entropy(model.heads[n](out.per_task[n]), targets[n])
+              if n != "size" else torch.nn.functional.mse_loss(
+                  model.heads[n](out.per_task[n]), targets[n]) for n in TASKS]
+    weighting = create_weighting(weighting, num_tasks=3)
+    weighting.backward(losses, model.shared_parameters(), shared_features=out.shared)
+    untrained = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not untrained

@@ -123,8 +123,11 @@ class CrossStitch(TaskSharing):
     stage: ``x̃_k = Σ_l α^j_{kl} x_l``, one scalar per pair of tasks and stage. A task's
     features are its column's last stitched activations, pooled as the trunk pools. With
     ``α = I`` the columns are independent networks; the paper starts from ``α_kk = 0.9`` and
-    the rest of each row summing to 0.1 (``self_weight``), and trains α with a larger learning
-    rate (here: give ``trunk.stitch`` a multiplier where the optimizer takes one).
+    the rest of each row summing to 0.1 (``self_weight``), and trains α with a learning rate
+    10²–10³ times the network's because its SGD gradients are small; under Adam or AdamW (the
+    default optimizer here) each α already moves about the learning rate per step whatever its
+    gradient's scale, so α shares the network's rate (``param_groups`` can still scale
+    ``trunk.stitch``).
 
     Every column reaches every task through the stitches, so no trunk parameter is private;
     the heads are each task's own.
