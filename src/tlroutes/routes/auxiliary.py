@@ -67,10 +67,13 @@ def check_recipe(weighting: str, args: Mapping[str, Any], ablation: bool, main: 
 
 
 def weighting_args(weighting: str, args: Mapping[str, Any], tasks: Sequence[str],
-                   main: str | None, lr: float) -> dict[str, Any]:
-    """The weighting's arguments for this run: ``main`` (the main task's number) for an
-    auxiliary weighting, Auto-Lambda's virtual step ``lr`` (the run's rate unless given), and
-    ``fixed``'s ``weights`` given by task name turned into task order (unnamed tasks: 1)."""
+                   main: str | None, lr: float,
+                   known: Sequence[str] | None = None) -> dict[str, Any]:
+    """The weighting's arguments for a joint stage over ``tasks``: ``main`` (the main task's
+    number) for an auxiliary weighting, Auto-Lambda's virtual step ``lr`` (the run's rate
+    unless given), and ``fixed``'s ``weights`` given by task name turned into task order
+    (unnamed tasks: 1). ``known``: every task of the run (an ablation stage trains a subset),
+    which the names are checked against; default ``tasks``."""
     out = dict(args)
     if weighting_info(weighting).auxiliary and main is not None:
         out["main"] = list(tasks).index(main)
@@ -78,10 +81,10 @@ def weighting_args(weighting: str, args: Mapping[str, Any], tasks: Sequence[str]
         out.setdefault("lr", lr)
     if weighting == "fixed" and isinstance(out.get("weights"), Mapping):
         named = dict(out["weights"])
-        unknown = [n for n in named if n not in tasks]
+        unknown = [n for n in named if n not in (known or tasks)]
         if unknown:
             raise ConfigError(f"weighting_args.weights names {', '.join(map(repr, unknown))}, "
-                              f"not a task of this run ({', '.join(tasks)}).")
+                              f"not a task of this run ({', '.join(known or tasks)}).")
         out["weights"] = [named.get(n, 1.0) for n in tasks]
     return out
 

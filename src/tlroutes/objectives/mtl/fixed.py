@@ -12,7 +12,7 @@ and most auxiliary-loss papers, which tune one constant per auxiliary). One back
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -27,12 +27,18 @@ class FixedWeighting(Weighting):
 
     Args:
         num_tasks: K.
-        weights: K non-negative finite numbers, in task order (at least one positive).
-            Default None: 1 for every task (then it is equal weighting).
+        weights: K non-negative finite numbers, in task order (at least one positive); in a
+            run file's ``weighting_args`` also ``{task: weight}`` (unnamed tasks: 1). Default
+            None: 1 for every task (then it is equal weighting).
     """
 
-    def __init__(self, *, num_tasks: int, weights: Sequence[float] | None = None) -> None:
+    def __init__(self, *, num_tasks: int,
+                 weights: Sequence[float] | dict[str, float] | None = None) -> None:
         super().__init__(num_tasks=num_tasks)
+        if isinstance(weights, Mapping):
+            raise ConfigError("weights by task name need the tasks' names and order: the "
+                              "Multi-Task Learning route turns {task: weight} into a list; "
+                              "here give one number per task, in task order.")
         if weights is None:
             weights = [1.0] * num_tasks
         if isinstance(weights, str | bytes) or not isinstance(weights, Sequence):
