@@ -228,3 +228,21 @@ def test_a_dataframe_without_the_models_columns_names_them(table_run):
     predictor = tlroutes.load(folder / "run")
     with pytest.raises(DataError, match="lacks the column.*f2.*Expected columns: f0, f1, f2, f3"):
         predictor.predict(frame.drop(columns=["f2"]))
+
+
+def test_multi_task_learning_predicts_per_head(tmp_path):
+    problems = {name: {"dataset": "digits", "task": name, "canvas": 12, "n": 200}
+                for name in ("digit", "properties", "position")}
+    out = tmp_path / "run"
+    summary = run(parse_run(_simultaneous("multi_task_learning", problems=problems)), out,
+                  progress=False).to_dict()
+    predictor = tlroutes.load(out)
+    for head in problems:
+        assert _test_metrics(predictor, head) == summary["per_task"][head]
+    x = predictor.split("test", "digit").x
+    every = predictor.predict(x)  # no head named: a dict of all of them
+    assert {k: v.shape for k, v in every.items()} == {
+        "digit": (len(x),), "properties": (len(x), 4), "position": (len(x), 2)}
+    assert list(every["digit"]) == list(predictor.predict(x, head="digit"))
+    with pytest.raises(ConfigError, match="regression: it predicts values"):
+        predictor.predict_proba(x, head="position")
