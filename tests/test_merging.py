@@ -400,3 +400,31 @@ def test_mixed_stream_in_the_training_engine(tmp_path):
     result = trainer.fit(stage)
     assert result.epochs_run == 2
     assert {"train_loss_d0", "train_loss_d1", "train_loss_d2"} <= set(result.history[-1])
+
+
+def test_a_mixed_stream_reads_lazy_sources_as_it_reads_held_ones():
+    """Sources read on demand give the batches the held tensors give (no augmentation)."""
+    from tlroutes.data.mixing import MixedStream
+    from tlroutes.lazy_inputs import LazyInputs
+
+    class Rows:
+        def __init__(self, x):
+            self.x = x
+
+        def __len__(self):
+            return len(self.x)
+
+        def read(self, i):
+            return self.x[i]
+
+    g = torch.Generator().manual_seed(0)
+    held = {name: Split(torch.randn(n, 3, generator=g), torch.arange(n) % 2)
+            for name, n in (("a", 30), ("b", 50))}
+    lazy = {name: Split(LazyInputs(Rows(s.x), sample_shape=(3,)), s.y)
+            for name, s in held.items()}
+    lazy["a"] = held["a"]  # one held, one lazy
+    one, two = MixedStream(held, 16, seed=3), MixedStream(lazy, 16, seed=3)
+    assert "lazily" in two.describe() and "in memory" in one.describe()
+    for step in (0, 1, 7):
+        (xa, ya), (xb, yb) = one.batch(step), two.batch(step)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -36,6 +36,7 @@ from torch import Tensor
 from tlroutes import checks
 from tlroutes.config import check_memory
 from tlroutes.errors import ConfigError, DataError, did_you_mean
+from tlroutes.lazy_inputs import LazyInputs
 from tlroutes.problem import Problem, Split, on_device
 from tlroutes.seeding import derive_seed
 
@@ -220,7 +221,7 @@ class MixedStream:
         _check_compatible(parts, names, name)
         checks.batch_size(name, batch_size, world_size)
         # Drawn with replacement, a batch may be far larger than the data; it must still fit.
-        per_sample = 16 + max(s.x[0].numel() * s.x.element_size()
+        per_sample = 16 + max(math.prod(s.x.shape[1:]) * _itemsize(s.x.dtype)
                               + s.y[0].numel() * s.y.element_size() for s in parts)
         check_memory(f"batch_size: {batch_size}", batch_size * per_sample,
                      f"{per_sample} bytes per sample: input, label, index and draw",
@@ -254,7 +255,14 @@ class MixedStream:
         self.source_names: tuple[str, ...] = tuple(names)
         self.sizes: tuple[int, ...] = tuple(sizes)
         self.probabilities: tuple[float, ...] = tuple(p)
-        self.x = torch.cat([s.x for s in parts]) if len(parts) > 1 else parts[0].x
+        # Lazy sources (data read on demand) stay apart and are read per batch; in-memory ones
+        # are concatenated once so that a batch is one gather.
+        self._lazy = [s.x for s in parts] if any(s.is_lazy for s in parts) else None
+        self._dtype: torch.dtype | None = None
+        if self._lazy is None:
+            self.x = torch.cat([s.x for s in parts]) if len(parts) > 1 else parts[0].x
+        else:
+            self.x = None
         self.y = torch.cat([s.y for s in parts]) if len(parts) > 1 else parts[0].y
         self._p = torch.tensor(p, dtype=torch.float64)
         self._n = torch.tensor(sizes, dtype=torch.float64)
@@ -293,9 +301,38 @@ class MixedStream:
         ``dtype``: the weights' floating dtype, to cast floating data to (see
         :func:`tlroutes.problem.on_device`). Default None: as held.
         """
-        self.x, self.y = on_device(self.x, device, dtype), on_device(self.y, device, dtype)
-        self._last = None
+        if self._lazy is None:
+            self.x = on_device(self.x, device, dtype)
+        self.y = on_device(self.y, device, dtype)
+        self._dtype, self._last = dtype, None
         return self
+
+    def describe(self) -> str:
+        """Which path this stream reads by, for the log."""
+        how = ("read lazily from their sources, batch by batch" if self._lazy is not None
+               else "in memory, batches gathered on the device")
+        return (f"stream '{self.name}': {sum(self.sizes)} samples mixed from "
+                f"{len(self.sizes)} sources, {how}")
+
+    def _inputs(self, step: int, index: Tensor, source: Tensor) -> Tensor:
+        """The inputs at ``index``: a gather, or read from each lazy source (augmented under a
+        seed of (step, source), so that a batch stays a function of the seed and step)."""
+        if self._lazy is None:
+            return self.x[index]
+        index, source = index.cpu(), source.cpu()
+        parts = []
+        for k, x in enumerate(self._lazy):
+            mask = source == k
+            if mask.any():
+                rows = index[mask] - self._offsets[k]
+                parts.append((mask, x.load(rows, augment_seed=derive_seed(
+                    self.seed, "augment", int(step), k)) if isinstance(x, LazyInputs)
+                    else x[rows]))
+        first = parts[0][1]
+        out = torch.empty((len(index), *first.shape[1:]), dtype=first.dtype)
+        for mask, values in parts:
+            out[mask] = values.to(first.dtype)
+        return on_device(out, self.y.device, self._dtype)
 
     def _draw(self, step: int) -> tuple[Tensor, Tensor]:
         """(index into the concatenated data, source) of this rank's share of step ``step``."""
@@ -311,7 +348,7 @@ class MixedStream:
         if self.world_size > 1:
             share = slice(self.rank, None, self.world_size)
             index, source = index[share], source[share]
-        device = self.x.device
+        device = self.y.device
         index, source = index.to(device), source.to(device)
         self._last = (*key, index, source)
         return index, source
@@ -320,13 +357,18 @@ class MixedStream:
         """The ``(x, y)`` batch at global step ``step`` (this rank's share of it), or
         ``(x, y, source)`` when the stream was made with ``return_sources=True``."""
         index, source = self._draw(step)
+        x = self._inputs(step, index, source)
         if self.return_sources:
-            return self.x[index], self.y[index], source
-        return self.x[index], self.y[index]
+            return x, self.y[index], source
+        return x, self.y[index]
 
     def sources(self, step: int) -> Tensor:
         """The source index (position in :attr:`source_names`) of each sample of ``batch(step)``."""
         return self._draw(step)[1]
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
 
 
 def _check_compatible(parts: list[Split], names: list[str], stream: str) -> None:
