@@ -183,7 +183,9 @@ class DataSpec(_Spec):
         "column (and label, optional split and domain columns; see transforms). Data "
         "without pre-made splits is split by `split` (stratified, seeded) and the lists are kept "
         "in the run folder. A relative path is read from the current folder, else from the run "
-        "file's folder. Default 'digits'.",
+        "file's folder. 'python:<kind>-<key>' names data given to tlroutes.fit as a Python "
+        "object (arrays, a DataFrame, a Dataset, a Problem), held by that process only. Default "
+        "'digits'.",
     )
     task: str = Field(
         "digit",
@@ -248,7 +250,8 @@ class DataSpec(_Spec):
     )
     text: str | None = Field(
         None, description="Tables and datasets folders: a text column, tokenised by the trunk's "
-        "tokenizer (trunk minilm_l6) into text_length token ids; the problem is then a text "
+        "tokenizer (trunk minilm_l6, or an 'hf:' text model) into text_length token ids; the "
+        "problem is then a text "
         "problem. Default: none.",
     )
     text_length: int = Field(
