@@ -46,7 +46,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FitResult", "Predictor", "Route", "Summary", "TLRoutesError", "build_report", "draw_cube",
-    "fit", "get_route", "list_routes", "load", "plan", "register_route", "report", "route_for", "run", "__version__",
+    "fit", "get_route", "list_routes", "load", "plan", "register_route", "report", "route_for",
+    "run", "__version__",
 ]
 
 # The public functions that import torch or matplotlib, by name: (module, attribute). Each is
