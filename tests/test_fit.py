@@ -84,6 +84,21 @@ def test_fit_on_a_dataframe_plans_and_takes_a_module(tmp_path):
     assert list(result.predict(frames[1].drop(columns="kind").head(4))) != []
 
 
+def test_fit_takes_problems_for_a_simultaneous_route(tmp_path):
+    gen = np.random.default_rng(1)
+
+    def table(shift):
+        x = gen.normal(size=(150, 5)).astype(np.float32) + shift
+        return x, (x[:, 0] > shift).astype(int)
+
+    result = tlroutes.fit(route="dataset_merging", problems={"a": table(0.0), "b": table(0.1)},
+                          epochs=1, out=tmp_path / "dm")
+    assert result.summary.route == "dataset_merging" and result.spec.model.trunk == "mlp"
+    saved = yaml.safe_load((tmp_path / "dm" / "run.yaml").read_text())
+    assert saved["training"]["epochs"] == 1  # the joint stage, the only one this route reads
+    assert all(p["dataset"].startswith("python:arrays-") for p in saved["problems"].values())
+
+
 def test_default_trunk_follows_the_target(tmp_path):
     from tlroutes.fitting import _trunk_name
 
