@@ -234,3 +234,41 @@ def test_the_image_folder_example_runs_end_to_end(tmp_path):
 def test_a_missing_folder_is_named_as_missing_not_as_an_unknown_built_in(tmp_path):
     with pytest.raises(DataError, match=r"folder .*imgs/train does not exist"):
         load(tmp_path / "imgs" / "train")
+
+
+def test_a_datasets_folder_with_an_image_column_reads_like_the_image_folder(digits, tmp_path):
+    """The same PNGs in a ``datasets`` folder (Image + ClassLabel columns, save_to_disk) and
+    in the image folder give the same labels and, through the same eval transform, the same
+    pixels; the datasets inputs are read lazily."""
+    datasets = pytest.importorskip("datasets")
+    order = folder_order(digits)
+    files = {int(p.stem): p for p in digits.rglob("*.png")}
+    labels = digit_arrays(n=N, size=32)[1]
+    features = datasets.Features({"image": datasets.Image(),
+                                  "label": datasets.ClassLabel(names=[str(d) for d in range(10)])})
+    table = datasets.Dataset.from_dict(
+        {"image": [str(files[i]) for i in order], "label": [int(labels[i]) for i in order]},
+        features=features)
+    table.save_to_disk(str(tmp_path / "ds"))
+    from_ds = load(tmp_path / "ds", split=[1.0 / 3, 1.0 / 3, 1.0 / 3])
+    from_folder = load(digits, split=[1.0 / 3, 1.0 / 3, 1.0 / 3])
+    assert from_ds.task.labels == from_folder.task.labels
+    assert from_ds.domain.input_shape == from_folder.domain.input_shape == (1, 32, 32)
+    assert from_ds.train.is_lazy
+    for name in ("train", "test"):
+        a, b = from_ds.splits()[name], from_folder.splits()[name]
+        assert torch.equal(a.y, b.y)
+        assert torch.equal(a.x[0:16], b.x[0:16])
+
+
+def test_a_datasets_folder_with_two_image_columns_asks_for_one(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    image = Image.new("L", (8, 8))
+    table = datasets.Dataset.from_dict(
+        {"a": [image] * 6, "b": [image] * 6, "label": [0, 1] * 3},
+        features=datasets.Features({"a": datasets.Image(), "b": datasets.Image(),
+                                    "label": datasets.Value("int64")}))
+    table.save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(DataError, match="one image column.*'a', 'b'"):
+        load(tmp_path / "ds")
+    assert load(tmp_path / "ds", features=["b"]).domain.input_shape == (1, 8, 8)

@@ -96,7 +96,8 @@ def file_problem(spec: DataSpec, seed: int, role: str) -> Problem | None:
                              source=_fingerprint(path), tokenize=_tokenizer(spec))
     if is_datasets_folder(path):
         return dataset_problem(path, cols, options, key=key, source=_fingerprint(path),
-                               tokenize=_tokenizer(spec))
+                               tokenize=_tokenizer(spec), transforms=spec.transforms,
+                               trunk=getattr(spec, "_trunk", None))
     return None
 
 
