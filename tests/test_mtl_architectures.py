@@ -27,7 +27,7 @@ from tlroutes.backbones.sharing import (
     create_sharing,
     list_sharings,
 )
-from tlroutes.config import load_run_file
+from tlroutes.config import load_run_file, parse_run
 from tlroutes.errors import ConfigError
 from tlroutes.model import build_model, count_parameters
 from tlroutes.problem import Domain, Task
@@ -301,11 +301,17 @@ def test_bad_architectures_are_one_clear_error():
         create_sharing("mmeo", cnn(), TASKS)
     with pytest.raises(ConfigError, match="no argument 'expert'.*experts"):
         create_sharing("mmoe", cnn(), TASKS, expert=2)
-    with pytest.raises(ConfigError, match="experts >= 1"):
+    with pytest.raises(ConfigError, match="'experts' takes int >= 1 and <= 64; got 0"):
         create_sharing("mmoe", cnn(), TASKS, experts=0)
+    with pytest.raises(ConfigError, match="<= 64; got 100000"):  # refused before it is built
+        create_sharing("mmoe", cnn(), TASKS, experts=100_000)
+    with pytest.raises(ConfigError, match="'levels' takes int >= 1 and <= 16"):
+        create_sharing("ple", cnn(), TASKS, levels=17)
+    with pytest.raises(ConfigError, match="experts >= 1"):  # the class itself checks too
+        MMoE(cnn(), TASKS, experts=0)
     with pytest.raises(ConfigError, match="'experts' takes int"):
         create_sharing("mmoe", cnn(), TASKS, experts="3")
-    with pytest.raises(ConfigError, match="shared_experts >= 1"):
+    with pytest.raises(ConfigError, match="'shared_experts' takes int >= 1"):
         create_sharing("ple", cnn(), TASKS, shared_experts=0)
     with pytest.raises(ConfigError, match="self_weight"):
         create_sharing("cross_stitch", cnn(), TASKS, self_weight=1.5)
@@ -374,7 +380,7 @@ def test_a_trunk_the_architecture_cannot_take_is_refused_before_training(tmp_pat
     data = mtl_run(tmp_path, {"architecture": "mtan"}, trunk="mlp")
     data["baseline"] = True
     with pytest.raises(ConfigError, match="cnn2d or cnn1d"):
-        run_from_file(tmp_path, data, "bad")
+        run(parse_run(data), tmp_path / "bad", progress=False)
     assert not list((tmp_path / "bad").rglob("*.safetensors"))
 
 
@@ -383,6 +389,7 @@ def test_a_trunk_the_architecture_cannot_take_is_refused_before_training(tmp_pat
     ({"architecture": "mmoe", "architecture_args": {"expert": 2}}, "experts"),
     ({"architecture": "hard", "architecture_args": {"experts": 2}}, "takes no"),
     ({"architecture": "ple", "architecture_args": {"levels": 1.5}}, "levels"),
+    ({"architecture": "mmoe", "architecture_args": {"experts": 0}}, "'experts' takes int >= 1"),
 ])
 def test_bad_recipe_is_one_clear_error(tmp_path, recipe, match):
     with pytest.raises(ConfigError, match=match):

@@ -166,7 +166,24 @@ def check_kwargs(
         _check_bounds(where, key, value, hint)
 
 
+def _bounds(hint: Any) -> list[str]:
+    """The bounds an ``Annotated[int, Field(ge=..., le=...)]`` hint sets, as ``">= 1"``."""
+    if typing.get_origin(hint) is not typing.Annotated:
+        return []
+    out = []
+    for meta in typing.get_args(hint)[1:]:
+        for c in getattr(meta, "metadata", [meta]):
+            for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                if getattr(c, attr, None) is not None:
+                    out.append(f"{sign} {getattr(c, attr)}")
+    return out
+
+
 def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Annotated:
+        base = _type_name(typing.get_args(hint)[0])
+        bounds = _bounds(hint)
+        return f"{base} {' and '.join(bounds)}" if bounds else base
     if isinstance(hint, type):
         return hint.__name__
     return str(hint).replace("typing.", "").replace("collections.abc.", "")
@@ -193,6 +210,8 @@ def _check_type(where: str, key: str, value: Any, hint: Any) -> None:
 
 
 def _range(hint: Any) -> str:
+    if _bounds(hint):  # the hint's own bounds, already named
+        return ""
     text = _type_name(hint)
     parts = []
     if "int" in text:

@@ -20,8 +20,10 @@ PLE's later extraction levels (``levels`` > 1) read feature vectors, so their ex
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from tlroutes.backbones.sharing.base import (
@@ -35,6 +37,12 @@ from tlroutes.backbones.sharing.base import (
     register_sharing,
 )
 from tlroutes.errors import ConfigError
+
+#: The most experts (per kind, per level) and levels an architecture takes: each expert is a
+#: whole trunk, and the size check builds every one (on the meta device) before refusing.
+MAX_EXPERTS = 64
+MAX_LEVELS = 16
+Experts = Annotated[int, Field(ge=1, le=MAX_EXPERTS)]
 
 
 @register_sharing("mmoe")
@@ -51,11 +59,11 @@ class MMoE(TaskSharing):
     Args:
         make_trunk: builds one expert trunk per call.
         tasks: the task names (the heads' keys).
-        experts: number of expert trunks, E. Default ``4``.
+        experts: number of expert trunks, E, 1 to 64. Default ``4``.
     """
 
     def __init__(self, make_trunk: TrunkFactory, tasks: Sequence[str], *,
-                 experts: int = 4) -> None:
+                 experts: Experts = 4) -> None:
         super().__init__()
         if experts < 1:
             raise ConfigError(f"mmoe needs experts >= 1, got {experts}.")
@@ -121,13 +129,15 @@ class PLE(TaskSharing):
     Args:
         make_trunk: builds one first-level expert per call.
         tasks: the task names (the heads' keys).
-        shared_experts: shared experts per level, at least 1. Default ``2``.
-        task_experts: experts of each task per level. Default ``1``.
-        levels: extraction levels. Default ``1`` (CGC).
+        shared_experts: shared experts per level, 1 to 64. Default ``2``.
+        task_experts: experts of each task per level, 0 to 64. Default ``1``.
+        levels: extraction levels, 1 to 16. Default ``1`` (CGC).
     """
 
     def __init__(self, make_trunk: TrunkFactory, tasks: Sequence[str], *,
-                 shared_experts: int = 2, task_experts: int = 1, levels: int = 1) -> None:
+                 shared_experts: Experts = 2,
+                 task_experts: Annotated[int, Field(ge=0, le=MAX_EXPERTS)] = 1,
+                 levels: Annotated[int, Field(ge=1, le=MAX_LEVELS)] = 1) -> None:
         super().__init__()
         if shared_experts < 1 or task_experts < 0 or levels < 1:
             raise ConfigError("ple needs shared_experts >= 1, task_experts >= 0 and levels >= "
