@@ -52,6 +52,22 @@ def test_a_declared_route_that_measurement_contradicts_is_warned():
     assert any("declares Task Fine-Tuning" in w for w in result.warnings)
 
 
+def test_disjoint_label_sets_learned_at_once_are_different_tasks():
+    """Digit and parity of the same images: one kind of task, but merging them would give the
+    same inputs two labels, so learned at once they are Multi-Task Learning, not Dataset
+    Merging; learned one after the other, they stay Task Fine-Tuning (a new head)."""
+    problems = {"digit": {"dataset": "digits", "task": "digit", "n": 200},
+                "parity": {"dataset": "digits", "task": "parity", "n": 200}}
+    together = plan(parse_run({"route": "auto", "problems": problems}), **FAST)
+    assert together.route is Route.MULTI_TASK_LEARNING, together.to_dict()["axes"]
+    assert "disjoint" in together.task.detail
+    declared = plan(parse_run({"route": "multi_task_learning", "problems": problems}), **FAST)
+    assert not any("declares" in w for w in declared.warnings), declared.warnings
+    in_turn = plan(parse_run({"route": "auto", "source": problems["digit"],
+                              "target": problems["parity"]}), **FAST)
+    assert in_turn.task.value == "same"
+
+
 def test_order_from_constraints():
     one = parse_run({"route": "auto", "constraints": {"one_model": True}})
     assert plan_order(one, None).value == "simultaneous"

@@ -128,7 +128,7 @@ def plan(
                        source_model=source_model)
     placements = [placement_of(p, problems[p.first], problems[p.second])
                   for p in evidence.pairs]
-    task = _task_axis(evidence.pairs)
+    task = _task_axis(evidence.pairs, order.value)
     domain = _domain_axis(placements, warnings)
     route = route_for(task=task.value, domain=domain.value, order=order.value)
     if declared is not None and declared is not route:
@@ -196,14 +196,27 @@ def plan_order(spec: RunSpec, declared: Route | None) -> Axis:
         "problems learned together." if shape == "simultaneous" else "a source and a target."))
 
 
-def _task_axis(pairs: list[PairEvidence]) -> Axis:
-    differ = [p for p in pairs if p.task.verdict != "same"]
+def _task_axis(pairs: list[PairEvidence], order: str) -> Axis:
+    """'same' when every pair's tasks are of one kind; learned at once, two classification
+    tasks with disjoint label sets are 'different' too: one head cannot serve both (merging
+    them would give the same inputs conflicting labels), so each needs its own head."""
+    def reason(p: PairEvidence) -> str:
+        if disjoint_at_once(p):
+            return (f"{p.task.reason.rstrip('.')}; but their label sets are disjoint and they "
+                    "are learned at once, so each needs a head of its own: different tasks.")
+        return p.task.reason
+
+    def disjoint_at_once(p: PairEvidence) -> bool:
+        return (order == "simultaneous" and p.task.verdict == "same"
+                and p.task.label_relation == "disjoint")
+
+    differ = [p for p in pairs if p.task.verdict != "same" or disjoint_at_once(p)]
     shown = differ or pairs
     value = "different" if differ else "same"
     if len(pairs) == 1:
-        return Axis(value, "measured", pairs[0].task.reason)
+        return Axis(value, "measured", reason(pairs[0]))
     return Axis(value, "measured", "; ".join(
-        f"{p.first} vs {p.second}: {p.task.reason.rstrip('.')}" for p in shown))
+        f"{p.first} vs {p.second}: {reason(p).rstrip('.')}" for p in shown))
 
 
 def _pair_notes(pairs: list[PairEvidence], route: Route, order: str) -> list[str]:
