@@ -867,8 +867,10 @@ def check_blocks(spec: RunSpec, blocks: frozenset[str] | None, title: str) -> No
     if blocks is None:
         return
     defaults = RunSpec(route=spec.route)
+    # public values only: a data block's private trunk hint follows model.trunk, so a
+    # non-default trunk would make an untouched source:/target: look set
     ignored = sorted(k for k in spec.model_fields_set - COMMON_BLOCKS - set(blocks)
-                     if getattr(spec, k) != getattr(defaults, k))
+                     if spec.model_dump(include={k}) != defaults.model_dump(include={k}))
     if ignored:
         reads = ", ".join(sorted(set(blocks))) or "none besides recipe"
         names = ", ".join(f"'{k}:'" for k in ignored)

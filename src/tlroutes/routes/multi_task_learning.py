@@ -5,15 +5,20 @@ Different tasks, same domain, simultaneously (one camera feed → detection + la
 Recipe:
 1. Load the tasks' problems (one domain). Problems over the same inputs are joined so that a
    sample carries every task's label; otherwise samples carry only their own task's label and
-   the others are masked out of the loss. A training sample of one task whose input is a
+   the others are masked out of the loss. Each group of tasks over one set of inputs is its own
+   training stream, and every step draws a batch from each (LibMTL's multi-input mode): a task
+   with few samples of its own still gets a full batch every step, where one mixed stream would
+   give it its share of the samples (2 % of the batch for 100 samples beside 4,900), and the
+   epoch is a pass over the longest stream. A training sample of one task whose input is a
    validation or test input of another task is dropped (for the single-task baselines too):
    the shared trunk would otherwise train on the other task's held-out inputs. The summary's
    ``cross_task_overlap`` counts the drops per task.
 2. Baselines first: one single-task model per task — the reference Δm is measured against
    (never against an untrained model) — each given as many optimizer steps as the joint stage
    at the same batch size (``baseline_epochs`` in the summary): when tasks have inputs of their
-   own, the joint stage's epoch covers every task's samples, and equal epochs would leave a
-   small task's baseline with a fraction of the joint model's steps.
+   own, the joint stage's epoch is a pass over the longest stream, and equal epochs would leave
+   a smaller task's baseline with a fraction of the joint model's steps. With separate streams
+   a task's baseline sees its samples exactly as often as the joint model does.
 3. ``joint``: a shared stem and trunk, one head per task (classification, multilabel and
    regression mixed freely); the task losses are combined by a weighting (``weighting``: ew,
    uw, dwa, gradnorm, pcgrad, mgda, cagrad, nash_mtl, rlw, or TorchJD's upgrad, dualproj,
@@ -70,6 +75,7 @@ from tlroutes.routes.registry import Advice, RouteProse, Sharing
 from tlroutes.summary import Summary
 from tlroutes.train.engine import Trainer, evaluate_split
 from tlroutes.train.from_spec import build, evaluate, load, stage, stream, supervised_stage
+from tlroutes.train.streams import Stream
 
 if TYPE_CHECKING:
     from tlroutes.measure.evidence import Evidence
@@ -183,7 +189,10 @@ class MultiTaskStep(nn.Module):
         self.model, self.joined, self.weighting = model, joined, weighting
 
     def forward(self, batch: dict[str, tuple[Tensor, Tensor]]):
-        x, y = batch["train"]
+        # one batch per input group (see train_streams), learned from as one batch
+        parts = list(batch.values())
+        x = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
+        y = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
         out = self.model.task_features(x)  # per task: the same tensor under hard sharing
         losses: list[Tensor | None] = []
         for name, task in self.joined.tasks.items():
@@ -242,7 +251,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
                            fresh=True)
             single_t = t
             if t.steps is None:  # a steps budget is the same for every problem
-                epochs = matched_epochs(len(splits["train"]), len(problem.train), t)
+                epochs = matched_epochs(longest_stream(problems), len(problem.train), t)
                 baseline_epochs[name] = epochs
                 single_t = t.model_copy(update={"epochs": epochs})
             trainer.fit(supervised_stage(f"single-{name}", single, problem, single_t,
@@ -256,7 +265,7 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     per_task = _per_task(model, joined, splits["test"])
     if main is not None:
         return _main_task_summary(spec, recipe, trainer, problems, per_task, baseline,
-                                  overlap, baseline_epochs, len(splits["train"]))
+                                  overlap, baseline_epochs, longest_stream(problems))
 
     test_reference = None if baseline is None else {n: b["test"] for n, b in baseline.items()}
     delta = delta_m(per_task, test_reference, tasks) if test_reference else None
@@ -299,7 +308,7 @@ def _fit_joint(spec: RunSpec, recipe: Recipe, trainer: Trainer, problems: dict[s
     else:
         monitor, mode = ("delta_m" if reference else "mean_score"), "max"
     trainer.fit(stage(
-        name, step, {"train": stream(splits["train"], t, spec.seed, name)},
+        name, step, train_streams(problems, joined, t, spec.seed, name),
         lambda: _score(model, joined, splits["val"], reference), first.task, t,
         monitor=monitor, mode=mode, backward=step.backward,
         on_epoch_end=getattr(weighting, "end_epoch", None)))
@@ -323,7 +332,7 @@ def _main_task_summary(spec: RunSpec, recipe: Recipe, trainer: Trainer,
         each = {}
         for aux in (n for n in problems if n != main):
             pair = {main: problems[main], aux: problems[aux]}
-            pair_n = len(Joined({n: p.task for n, p in pair.items()}).pack(_groups(pair, "train")))
+            pair_n = longest_stream(pair)
             t = spec.training
             if t.steps is None:  # the same steps as the run's joint stage
                 t = t.model_copy(update={"epochs": matched_epochs(joint_n, pair_n, t)})
@@ -351,9 +360,27 @@ def _shared_words(recipe: Recipe) -> str:
     return f"stem shared; trunk shared as {recipe.architecture}"
 
 
+def train_streams(problems: dict[str, Problem], joined: Joined, train: TrainSpec, seed: int,
+                  name: str) -> dict[str, Stream]:
+    """One training stream per group of tasks over the same inputs; every step draws
+    ``train.batch_size`` samples from each. The first keeps the stage's own name (and so its
+    shuffling seed): tasks over one set of inputs train exactly as with a single stream."""
+    groups = _groups(problems, "train")
+    return {("train" if i == 0 else f"train-{i}"):
+            stream(joined.pack([group]), train, seed, name if i == 0 else f"{name}-{i}")
+            for i, group in enumerate(groups)}
+
+
+def longest_stream(problems: dict[str, Problem]) -> int:
+    """Training samples in the longest of :func:`train_streams`' streams (which sets the joint
+    stage's epoch)."""
+    return max(len(x) for x, _ in _groups(problems, "train"))
+
+
 def matched_epochs(joint_n: int, single_n: int, train: TrainSpec) -> int:
     """Epochs over ``single_n`` samples that take as many steps as ``train.epochs`` over
-    ``joint_n`` (batches as a :class:`Stream` makes them; at least one epoch)."""
+    ``joint_n`` — the joint stage's longest stream — (batches as a :class:`Stream` makes them;
+    at least one epoch)."""
     def steps(n: int) -> int:
         return math.ceil(n / min(train.batch_size, n))
 
