@@ -110,6 +110,10 @@ def resolve(spec: RunLike) -> Resolved:
     recipe = parse_recipe(module.Recipe, spec.recipe, route)
     blocks = getattr(module, "RUN_FILE_BLOCKS", None)
     check_blocks(spec, blocks, title_of(module))
+    refused = getattr(module, "REFUSED_PRECISIONS", {}).get(spec.hardware.precision)
+    if refused:
+        raise ConfigError(f"{title_of(module)} cannot train in hardware.precision "
+                          f"'{spec.hardware.precision}': {refused}.")
     _check_models(spec, blocks, recipe)
     saved = spec.model_copy(update={"route": name, "recipe": recipe.model_dump(mode="json")})
     return Resolved(saved, module, recipe, planned)

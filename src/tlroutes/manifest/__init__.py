@@ -11,6 +11,10 @@ A run folder that holds a trained model (``model.safetensors``) holds ``manifest
   size, mean and std, the tokenizer for text);
 - ``outputs``: what a head returns (logits for classification and multilabel, values for
   regression), which is also what an exported graph returns;
+- ``precision`` (the run's ``hardware.precision``) and ``weights_dtype``: the weights are saved
+  in the dtype they trained in (float64 under "64-true", bfloat16 under "bf16-true", float32
+  otherwise), and :func:`tlroutes.load` rebuilds the model in that dtype and predicts under
+  that precision (the mixed ones under the same autocast), as the run evaluated its test split;
 - the tlroutes and torch versions, and the weights file's sha256.
 
 A short JSON of the same facts goes into the weights file's safetensors metadata

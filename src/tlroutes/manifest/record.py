@@ -150,8 +150,12 @@ def _preprocessing(noted: Noted) -> dict[str, Any]:
 
 
 def build_manifest(model: nn.Module, weights: Path, rec: Recording,
-                   seed: int | None = None) -> dict[str, Any]:
-    """The manifest of ``model`` saved at ``weights`` during ``rec`` (see the package doc)."""
+                   seed: int | None = None, precision: str = "32-true") -> dict[str, Any]:
+    """The manifest of ``model`` saved at ``weights`` during ``rec`` (see the package doc).
+
+    ``precision`` is the run's ``hardware.precision``; the weights are saved in the dtype they
+    trained in (``weights_dtype``: float64 under "64-true", bfloat16 under "bf16-true", float32
+    otherwise), and :func:`tlroutes.load` predicts in both, as the run evaluated."""
     import torch
 
     import tlroutes
@@ -172,6 +176,7 @@ def build_manifest(model: nn.Module, weights: Path, rec: Recording,
         "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION,
         "weights": weights.name, "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         "route": rec.route, "run_seed": seed, "model_spec": rec.model_spec,
+        "precision": precision, "weights_dtype": _weights_dtype(model),
         "model": described, "unbuildable": unbuildable, "heads": heads, "outputs": OUTPUTS_NOTE,
         "tlroutes_version": tlroutes.__version__, "torch_version": torch.__version__,
     }
@@ -186,18 +191,26 @@ def short_manifest(manifest: dict[str, Any]) -> str:
                   for k, h in manifest["heads"].items()},
         "tlroutes_version": manifest["tlroutes_version"],
         "torch_version": manifest["torch_version"],
+        "precision": manifest["precision"], "weights_dtype": manifest["weights_dtype"],
     }, sort_keys=True)
 
 
-def note_saved(model: nn.Module, weights: Path, seed: int | None = None) -> None:
+def _weights_dtype(model: nn.Module) -> str:
+    floating = (p.dtype for p in model.parameters() if p.is_floating_point())
+    return str(next(floating, "float32")).removeprefix("torch.")
+
+
+def note_saved(model: nn.Module, weights: Path, seed: int | None = None, *,
+               precision: str = "32-true") -> None:
     """Write ``manifest.json`` beside ``weights`` (a no-op outside :func:`recording`);
-    ``seed`` is the run seed the model was trained with. Default None (not known)."""
+    ``seed`` is the run seed the model was trained with (default None: not known),
+    ``precision`` the run's ``hardware.precision`` (default ``"32-true"``)."""
     rec = _active()
     if rec is None:
         return
     from tlroutes.manifest.weights import add_metadata
 
-    manifest = build_manifest(model, weights, rec, seed)
+    manifest = build_manifest(model, weights, rec, seed, precision)
     add_metadata(weights, {"tlroutes.manifest": short_manifest(manifest)})
     manifest["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     write_json(weights.parent / MANIFEST_FILE, manifest)

@@ -596,3 +596,9 @@ def report_blocks(run: RunData, *, tsne: bool = True) -> list[Block]:
 #: constraints, seed, seeds, recipe, hardware, tracking); another one set is refused at resolve.
 RUN_FILE_BLOCKS: frozenset[str] = frozenset(
     {"problems", "model", "training", "baseline", "importance"})
+
+#: hardware.precision values refused at resolve, before any stage trains: the joint stage's
+#: weighting makes its own gradients, past the loss scaler float16 needs.
+REFUSED_PRECISIONS: dict[str, str] = {
+    "16-mixed": "the weighting makes the gradients itself, past the loss scaler that float16 "
+                "needs; use 'bf16-mixed' (bfloat16 needs no scaling) or '32-true'"}

@@ -39,8 +39,9 @@ besides those every run reads — route, order, constraints, seed, seeds, recipe
 tracking; the runner refuses a run file that sets any other, naming the route; a plug-in that
 leaves it out is not checked), ``REPORT_FILES`` (``{file: why it matters}``, files relative to
 the first seed's folder that a finished run holds and the report reads, e.g.
-``{"features.npz": ...}``; the report lists any that are missing) and ``TITLE`` (the display
-name, default ``ROUTE.title``).
+``{"features.npz": ...}``; the report lists any that are missing), ``REFUSED_PRECISIONS``
+(``{hardware.precision: why, and what to use instead}``, refused before anything trains) and
+``TITLE`` (the display name, default ``ROUTE.title``).
 
 A plug-in route is one module plus one registration::
 

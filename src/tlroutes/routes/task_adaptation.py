@@ -80,7 +80,9 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
     freeze(model, parts=["stems", "trunk"])
     t = spec.target_training
     if recipe.cache_features:
-        model.to(trainer.device)
+        # in the run's dtype ("64-true", "bf16-true") before the features are computed: without
+        # a source stage nothing has trained (and so cast) the frozen trunk yet
+        trainer.prepare(model)
         # At the training batch size: larger passes were memory-bound and slower on CPU
         # (benchmarks/RESULTS.md, "Feature cache").
         # Features too large for memory go to the run folder (read back through a memory map).
@@ -121,8 +123,9 @@ def run(spec: RunSpec, recipe: Recipe, trainer: Trainer) -> Summary:
 
 
 def _head_metrics(head: nn.Module, val: Split, task: Task) -> dict[str, float]:
-    # Cached features in memory: one pass, as always; on disk: read batch by batch.
-    out = head(val.x) if not val.is_lazy else evaluate_split(head, head, val.x)
+    # Cached features in memory: one pass; on disk: read batch by batch. Either way through the
+    # run's precision, as the head trains (evaluate_split).
+    out = evaluate_split(head, head, val.x, None if val.is_lazy else len(val))
     return task_metrics(task, out, val.y.to(out.device))
 
 

@@ -14,6 +14,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
+    from lightning_fabric.plugins.precision import Precision
 
     from tlroutes.train.tracking import Tracker
 
@@ -44,6 +46,7 @@ from tlroutes.train.checkpoint import (
 from tlroutes.train.hardware import Hardware, make_fabric
 from tlroutes.train.loading import DataLoading, eval_batches, set_data_loading
 from tlroutes.train.metrics_log import MetricsLog
+from tlroutes.train.precision import evaluation_precision, forward_in, set_evaluation_precision
 from tlroutes.train.progress import ProgressReporter
 from tlroutes.train.seeding import derive_seed, get_rng_state, seed_everything, set_rng_state
 from tlroutes.train.streams import Stream
@@ -187,6 +190,9 @@ class Trainer:
             workers=-1 if hardware.workers is None else hardware.workers,
             eval_batch_size=hardware.eval_batch_size,
             pin_memory=self.fabric.device.type == "cuda"))
+        # Evaluation (validation, test metrics, feature caches) runs as training's forward does:
+        # under Fabric's autocast for "-mixed", in the weights' dtype for "-true".
+        set_evaluation_precision(self.fabric.strategy.precision)
         first = self.fabric.global_rank == 0
         self.is_main = first
         self.progress = (
@@ -202,16 +208,24 @@ class Trainer:
         """The device this process trains on."""
         return self.fabric.device
 
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` to this process's device in the dtype training gives it (float64 under
+        "64-true", bfloat16 under "bf16-true"; as is otherwise), as :meth:`fit` would: for a
+        model evaluated before any stage trains it (a frozen trunk's feature cache)."""
+        return self.fabric.strategy.precision.convert_module(model.to(self.device))
+
     def seed_for(self, *names: object) -> None:
         """Seed every RNG from the run seed and ``names`` (call before building a model)."""
         seed_everything(derive_seed(self.seed, *names))
 
     def save_model(self, model: nn.Module, name: str = "model") -> Path:
-        """Save a recipe's trained model as ``<run_dir>/<name>.safetensors`` (first process)."""
+        """Save a recipe's trained model as ``<run_dir>/<name>.safetensors`` (first process),
+        in the dtype it trained in (float64 under "64-true", bfloat16 under "bf16-true")."""
         path = self.run_dir / f"{name}.safetensors"
         if self.is_main:
             save_weights_atomic(model, path)
-            note_saved(model, path, self.seed)  # its manifest.json (tlroutes.manifest)
+            # its manifest.json (tlroutes.manifest), with the precision it trained and evaluated in
+            note_saved(model, path, self.seed, precision=self.fabric.strategy.precision.precision)
         return path
 
     def stage_dir(self, name: str) -> Path:
@@ -238,8 +252,15 @@ class Trainer:
                 "resume=True (--resume) to continue it, or choose a new run folder."
             )
         _check_stage(stage)
-        seed_everything(derive_seed(self.seed, stage.name))
         fabric = self.fabric
+        if stage.backward is not None and getattr(fabric.strategy.precision, "scaler", None):
+            # A float16 loss needs scaling (Fabric's GradScaler) before its gradients are made;
+            # a backward of the stage's own (per-task gradients) runs past the scaler.
+            raise ConfigError(
+                f"Stage '{stage.name}' makes its own gradients (a multi-task weighting), which "
+                "hardware.precision '16-mixed' cannot scale (float16 gradients need a loss "
+                "scaler); use 'bf16-mixed' (bfloat16 needs no scaling) or '32-true'.")
+        seed_everything(derive_seed(self.seed, stage.name))
         for s in stage.streams.values():
             s.rank, s.world_size = fabric.global_rank, fabric.world_size
             s.to(fabric.device)
@@ -371,7 +392,8 @@ class Trainer:
             if stage.backward is not None:
                 # A custom backward (multi-task weighting) makes the gradients itself.
                 step_optimizer.zero_grad(set_to_none=True)
-                loss, extra = stage.backward(loss)
+                with _fabric_backward():
+                    loss, extra = stage.backward(loss)
                 for key, value in extra.items():
                     logs[key] = logs.get(key, 0.0) + value.detach()
             if i % self.check_every == 0 and not math.isfinite(loss.item()):
@@ -464,6 +486,22 @@ def _apply_frozen(module: nn.Module, frozen: list[str], stage: str) -> None:
         raise CheckpointError(f"Stage '{stage}', its checkpoint: {err}") from None
 
 
+@contextmanager
+def _fabric_backward() -> Iterator[None]:
+    """A stage's own backward, as Fabric's ``backward`` would run it. Under mixed precision
+    Fabric's wrapped module refuses gradients made outside ``fabric.backward``, which adds only
+    loss scaling there (float16's; :meth:`Trainer.fit` refuses that for such stages) to
+    ``loss.backward()``; this sets the flag ``fabric.backward`` sets."""
+    import lightning_fabric.wrappers as wrappers
+
+    before = getattr(wrappers, "_in_fabric_backward", False)
+    wrappers._in_fabric_backward = True
+    try:
+        yield
+    finally:
+        wrappers._in_fabric_backward = before
+
+
 def _wrappers_pass_through(fabric: Fabric) -> bool:
     """True when Fabric's module and optimizer wrappers would add nothing to a step: a single
     device, full precision (no casting, no autocast) and no Fabric callbacks."""
@@ -540,7 +578,7 @@ def _make_scheduler(stage: Stage, optimizer, total_steps: int):
 
 def evaluate_split(
     model: nn.Module, forward: Callable[[Tensor], Tensor], x: Tensor | LazyInputs,
-    batch_size: int | None = None,
+    batch_size: int | None = None, *, precision: Precision | None = None,
 ) -> Tensor:
     """Outputs of ``forward`` over ``x`` in eval mode, batched, without gradients.
 
@@ -548,16 +586,24 @@ def evaluate_split(
     run's data-loading workers, one batch at a time; only the batch goes to the device).
     ``batch_size`` None (default): ``hardware.eval_batch_size``, else sized to memory (see
     :func:`tlroutes.train.loading.eval_batch_size`). ``model`` is switched to eval mode for the
-    call and back afterwards.
+    call and back afterwards. The forward runs in the run's precision, outputs at least float32
+    (see :func:`iter_outputs`; ``precision`` there).
     """
-    return torch.cat(list(iter_outputs(model, forward, x, batch_size)))
+    return torch.cat(list(iter_outputs(model, forward, x, batch_size, precision=precision)))
 
 
 def iter_outputs(
     model: nn.Module, forward: Callable[[Tensor], Tensor], x: Tensor | LazyInputs,
-    batch_size: int | None = None,
+    batch_size: int | None = None, *, precision: Precision | None = None,
 ) -> Iterator[Tensor]:
-    """:func:`evaluate_split`'s outputs one batch at a time (for results too large to hold)."""
+    """:func:`evaluate_split`'s outputs one batch at a time (for results too large to hold).
+
+    Each batch goes through the run's precision as training's forward does (see
+    :mod:`tlroutes.train.precision`): floating inputs in the weights' dtype, the forward under
+    Fabric's autocast for mixed precision; half-precision outputs come back as float32.
+    ``precision`` is a Fabric precision plugin; None (default) is the current run's.
+    """
+    plugin = precision if precision is not None else evaluation_precision()
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -565,7 +611,7 @@ def iter_outputs(
     try:
         with torch.no_grad():
             for xb in eval_batches(x, batch_size):
-                yield forward(xb.to(device=device, dtype=dtype))
+                yield forward_in(plugin, forward, xb.to(device=device, dtype=dtype))
     finally:
         model.train(was_training)
 

@@ -16,13 +16,22 @@ from typing import TYPE_CHECKING
 import torch
 
 from tlroutes.config import Hardware
+from tlroutes.train.precision import check_precision, fabric_precision
 
 if TYPE_CHECKING:
     from lightning_fabric import Fabric
 
 
 def make_fabric(hw: Hardware) -> Fabric:
-    """Create and launch the Fabric for ``hw``; call once per run, before building models."""
+    """Create and launch the Fabric for ``hw``; call once per run, before building models.
+
+    Raises:
+        ConfigError: the device cannot run ``hw.precision`` (see
+            :func:`tlroutes.train.precision.precision_problem`), before anything trains.
+    """
+    device_type = accelerator_type(hw.accelerator)
+    check_precision(hw.precision, device_type)
+    precision = fabric_precision(hw.precision, device_type)
     threads = hw.threads or max(1, (os.cpu_count() or 1) // max(1, hw.devices))
     torch.set_num_threads(threads)
     strategy = "ddp" if hw.distributed else "auto"
@@ -38,7 +47,22 @@ def make_fabric(hw: Hardware) -> Fabric:
         devices=hw.devices,
         num_nodes=hw.num_nodes,
         strategy=strategy,
-        precision=hw.precision,
+        precision=precision if isinstance(precision, str) else None,
+        plugins=None if isinstance(precision, str) else [precision],
     )
     fabric.launch()
     return fabric
+
+
+def accelerator_type(accelerator: str) -> str:
+    """The device type (``"cpu"``, ``"cuda"``, ``"mps"``) Fabric picks for ``accelerator``
+    (``"auto"`` and ``"gpu"`` as Fabric resolves them: Apple's MPS when present, then CUDA)."""
+    from lightning_fabric.accelerators import CUDAAccelerator, MPSAccelerator
+
+    if accelerator in ("auto", "gpu"):
+        if MPSAccelerator.is_available():
+            return "mps"
+        if CUDAAccelerator.is_available():
+            return "cuda"
+        return "cpu" if accelerator == "auto" else "cuda"
+    return accelerator

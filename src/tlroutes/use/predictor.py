@@ -26,6 +26,7 @@ from tlroutes.manifest import find_manifests, read_manifest
 from tlroutes.manifest.describe import task_from
 from tlroutes.manifest.rebuild import rebuild_model
 from tlroutes.problem import Problem, Split, Task
+from tlroutes.train.precision import precision_plugin
 from tlroutes.use.inputs import Inputs, as_inputs
 
 __all__ = ["Predictor", "load"]
@@ -86,6 +87,8 @@ class Predictor:
 
     Attributes:
         manifest: the manifest, as saved.
+        precision: the Fabric precision plugin predictions run under: the run's
+            ``hardware.precision`` (the manifest's ``precision``).
         model: the rebuilt :class:`~tlroutes.model.TransferModel`, in eval mode.
         heads: the heads' names, in the model's order.
         tasks: each head's :class:`~tlroutes.problem.Task` (kind, label names).
@@ -95,7 +98,13 @@ class Predictor:
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
         self.device = torch.device(device)
-        self.model = rebuild_model(self.manifest, self.folder).to(self.device)
+        # As the run evaluated: the weights in the dtype they trained in ("64-true",
+        # "bf16-true"), the forward under the run's autocast for mixed precision; runs from
+        # before the manifest recorded it trained in "32-true".
+        self.precision = precision_plugin(self.manifest.get("precision", "32-true"),
+                                          self.device.type)
+        self.model = self.precision.convert_module(
+            rebuild_model(self.manifest, self.folder).to(self.device))
         self.heads = list(self.manifest["heads"])
         self.tasks: dict[str, Task] = {k: task_from(h["task"])
                                        for k, h in self.manifest["heads"].items()}
@@ -129,7 +138,8 @@ class Predictor:
 
     def outputs(self, data: Any, head: str | None = None, *,
                 batch_size: int | None = None) -> Tensor:
-        """The head's raw outputs (logits, or values for regression) on ``data``, batched.
+        """The head's raw outputs (logits, or values for regression) on ``data``, batched, on the
+        CPU: float32 (float64 for a "64-true" run).
 
         Args:
             batch_size: samples per forward pass. Default None: as evaluation during training
@@ -141,7 +151,7 @@ class Predictor:
         stem = self.manifest["heads"][name]["stem"]
         x = data.x if isinstance(data, Inputs) else self.inputs(data, name).x
         return evaluate_split(self.model, lambda b: self.model(b, stem, name), x,
-                              batch_size).float().cpu()
+                              batch_size, precision=self.precision).cpu()
 
     def split(self, split: str = "test", head: str | None = None) -> Split:
         """A split of the run's own data for ``head``, loaded as the run loaded it (the same
