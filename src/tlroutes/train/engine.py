@@ -46,7 +46,12 @@ from tlroutes.train.checkpoint import (
 from tlroutes.train.hardware import Hardware, make_fabric
 from tlroutes.train.loading import DataLoading, eval_batches, set_data_loading
 from tlroutes.train.metrics_log import MetricsLog
-from tlroutes.train.precision import evaluation_precision, forward_in, set_evaluation_precision
+from tlroutes.train.precision import (
+    evaluation_precision,
+    for_weights,
+    forward_in,
+    set_evaluation_precision,
+)
 from tlroutes.train.progress import ProgressReporter
 from tlroutes.train.seeding import derive_seed, get_rng_state, seed_everything, set_rng_state
 from tlroutes.train.streams import Stream
@@ -601,13 +606,15 @@ def iter_outputs(
     Each batch goes through the run's precision as training's forward does (see
     :mod:`tlroutes.train.precision`): floating inputs in the weights' dtype, the forward under
     Fabric's autocast for mixed precision; half-precision outputs come back as float32.
-    ``precision`` is a Fabric precision plugin; None (default) is the current run's.
+    ``precision`` is a Fabric precision plugin; None (default) is the current run's. A model
+    not in a "-true" precision's dtype (no stage has trained it yet) runs in its own dtype.
     """
-    plugin = precision if precision is not None else evaluation_precision()
+    weights = weights_dtype(model)
+    plugin = for_weights(precision if precision is not None else evaluation_precision(), weights)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    dtype = weights_dtype(model) if x.is_floating_point() else None
+    dtype = weights if x.is_floating_point() else None
     try:
         with torch.no_grad():
             for xb in eval_batches(x, batch_size):

@@ -114,6 +114,22 @@ def evaluation_precision() -> Precision:
     return Precision()
 
 
+#: The weights' dtype under each "-true" precision (Fabric's convert_module casts to it).
+TRUE_DTYPES = {"64-true": torch.float64, "bf16-true": torch.bfloat16, "16-true": torch.float16}
+
+
+def for_weights(plugin: Precision, dtype: torch.dtype | None) -> Precision:
+    """``plugin``, or plain float32 evaluation when it is a "-true" precision whose dtype the
+    model's weights (``dtype``) are not in: a model no stage has trained (and so cast) yet is
+    evaluated in its own dtype, as before any precision was set."""
+    wanted = TRUE_DTYPES.get(getattr(plugin, "precision", ""))
+    if wanted is None or dtype is None or dtype == wanted:
+        return plugin
+    from lightning_fabric.plugins.precision import Precision
+
+    return Precision()
+
+
 def forward_in(plugin: Precision, forward, x: Tensor) -> Tensor:
     """``forward(x)`` as Fabric's wrapped module runs it under ``plugin`` (inputs converted,
     the forward under its autocast or default dtype), with bfloat16/float16 outputs cast to

@@ -103,12 +103,21 @@ class FusedStep(nn.Module):
         self.register_buffer("died_at", torch.full((j,), -1, dtype=torch.long))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
-        self.register_buffer("best", torch.full((j,), math.nan, dtype=torch.float64))
+        # The best scores stay float64 whatever dtype the weights are cast to ("bf16-true"
+        # casts every floating buffer, and would round the scores selection compares): held
+        # as their bits, read through `best`.
+        self.register_buffer("best_bits",
+                             torch.full((j,), math.nan, dtype=torch.float64).view(torch.int64))
         self.register_buffer("best_epoch", torch.full((j,), -1, dtype=torch.long))
         self.register_buffer("bad", torch.zeros(j, dtype=torch.long))
         self.register_buffer("stopped", torch.zeros(j, dtype=torch.bool))
         self.register_buffer("epochs_run", torch.zeros(j, dtype=torch.long))
         self.register_buffer("improvements", torch.zeros((), dtype=torch.long))
+
+    @property
+    def best(self) -> Tensor:
+        """Each job's best validation score so far (float64; NaN before its first)."""
+        return self.best_bits.view(torch.float64)
 
     def train(self, mode: bool = True) -> FusedStep:
         super().train(mode)
@@ -225,7 +234,9 @@ def run_fused(prepared: list[Prepared], trainer: Trainer, run_seed: int,
     first = prepared[0]
     train = first.job.training
     names = [p.name for p in prepared]
-    models = [p.model.to(trainer.device) for p in prepared]
+    # in the run's dtype ("64-true", "bf16-true"), as the stacked copy trains: each job's model
+    # is validated, tested and saved in it
+    models = [trainer.prepare(p.model) for p in prepared]
     fused = FusedStep(models, names, first.problem.task,
                       [primary_metric(p.problem.task) for p in prepared], train.patience)
     streams = {p.name: stream(p.problem.train, train, job_seed(run_seed, p.name), p.name)
