@@ -218,3 +218,10 @@ def test_cuda_runs_each_precision_or_refuses_it_up_front(tmp_path, precision):
     test = predictor.split("test")
     task = predictor.tasks[predictor.heads[0]]
     assert task_metrics(task, predictor.outputs(test.x), test.y) == summary.metrics
+
+
+def test_a_run_leaves_evaluation_in_float32_for_what_follows(tmp_path):
+    tlroutes.run(spec("task_adaptation", "bf16-mixed"), tmp_path / "run", progress=False)
+    model = Probe()
+    evaluate_split(model, model, torch.randn(4, 4))
+    assert model.autocast == [False]

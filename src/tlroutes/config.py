@@ -407,7 +407,9 @@ class Hardware:
         accelerator: ``"auto"`` (a GPU when present, else CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
         devices: number of devices (processes) on this machine. Default 1.
         num_nodes: number of machines. Default 1.
-        precision: ``"32-true"`` (default), ``"bf16-mixed"``, ``"16-mixed"``, ``"64-true"``.
+        precision: ``"32-true"`` (default), ``"64-true"``, ``"bf16-mixed"``, ``"16-mixed"``,
+            ``"bf16-true"``; training and evaluation alike (see
+            :mod:`tlroutes.train.precision`: what each device runs, what is refused).
         threads: CPU threads per process; None (default) divides the machine's cores among the
             processes on it, so that two processes on two cores do not oversubscribe them.
         workers: data-loading worker processes per training process, for lazily read data;
@@ -440,7 +442,13 @@ class HardwareSpec(_Spec):
                          "machine. Default 1.")
     num_nodes: int = Field(1, ge=1, le=MAX_NODES, description="Machines. Default 1.")
     precision: Literal["32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true"] = Field(
-        "32-true", description="Numeric precision. Default '32-true'."
+        "32-true", description="Numeric precision of training and of evaluation (validation, "
+        "test, prediction): '32-true' (default); '64-true' and 'bf16-true' train, save and "
+        "predict with the weights in float64 or bfloat16; 'bf16-mixed' and '16-mixed' keep "
+        "float32 weights and run every forward pass under autocast (float16 with loss "
+        "scaling). The CPU runs all five; refused before training: '64-true' on Apple MPS, "
+        "'bf16-*' on GPUs older than Ampere, '16-mixed' in Multi-Task Learning (its "
+        "weighting makes gradients past the loss scaler; use 'bf16-mixed').",
     )
     threads: int | None = Field(
         None, ge=1, description="CPU threads per process, at most the machine's cores. "

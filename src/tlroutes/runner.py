@@ -54,6 +54,7 @@ from tlroutes.summary import Summary, aggregate
 from tlroutes.train.checkpoint import write_json_atomic
 from tlroutes.train.engine import Trainer
 from tlroutes.train.hardware import make_fabric
+from tlroutes.train.precision import set_evaluation_precision
 from tlroutes.train.progress import ProgressReporter
 from tlroutes.train.tracking import Scoped, check_extras, open_tracker, run_params
 
@@ -168,6 +169,9 @@ def run(
         with recording(route=spec.route, model_spec=spec.model.model_dump(mode="json")):
             return _run_in(out, resolved, resume, progress, fabric)
     finally:
+        # the run's Trainers evaluated under its precision; what follows in this process
+        # (another run, the user's own evaluation) starts from plain float32 again
+        set_evaluation_precision(None)
         if lock is not None:
             lock.release()
 
