@@ -100,6 +100,16 @@ def test_the_loaded_model_predicts_the_test_metrics_of_the_summary(tmp_path, pre
     task = predictor.tasks[predictor.heads[0]]
     assert task_metrics(task, outputs, test.y) == summary.metrics
     assert summary.metrics["accuracy"] > 0.3  # learnt something: the predictions mean something
+    # Exported graphs are float32 whatever the training precision (inputs as preprocessed).
+    from tlroutes.use.export import export_model
+
+    graph = torch.jit.load(str(export_model(predictor, format="torchscript")))
+    x = test.x[:8].float()
+    exported = graph(x)
+    assert exported.dtype == torch.float32
+    if precision in ("64-true", "bf16-true"):  # weights as trained, the forward in float32
+        reference = predictor.model.float()(x, head=predictor.heads[0])
+        assert torch.allclose(exported, reference, atol=1e-5)
 
 
 def test_a_lazily_read_image_folder_trains_in_bf16(tmp_path):

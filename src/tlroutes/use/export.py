@@ -80,9 +80,11 @@ def example_input(predictor: Predictor, head: str, batch: int = 4, seed: int = 0
 
 def export_graph(predictor: Predictor, head: str | None = None) -> HeadGraph:
     """The head's graph, on the CPU in eval mode, LoRA merged (a copy: the predictor keeps its
-    own model)."""
+    own model), in float32: it reads float32 inputs, as the manifest's preprocessing gives
+    them. Weights trained in "bf16-true" are cast exactly, in "64-true" rounded to float32; a
+    mixed-precision model runs without its autocast (a graph file holds none)."""
     name = predictor._head(head)
-    model = copy.deepcopy(predictor.model).cpu().eval()
+    model = copy.deepcopy(predictor.model).cpu().float().eval()
     if predictor.manifest["model"].get("lora"):
         from tlroutes.lora import merge_lora
 
