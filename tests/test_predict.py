@@ -116,6 +116,20 @@ def test_parallel_training_predicts_per_job(tmp_path):
         tlroutes.load(tmp_path / "run", job="digit")
 
 
+def test_fused_parallel_training_predicts_per_job(tmp_path):
+    """Jobs of one shape trained as one fused stage get a manifest each, as jobs trained on
+    their own do, and predict their summary's test metrics."""
+    jobs = {name: {"data": {**DIGITS, "seed": seed}, "model": {"trunk": "mlp"},
+                   "training": QUICK} for name, seed in (("a", 1), ("b", 2))}
+    spec = parse_run({"route": "parallel_training", "seed": 1, "hardware": CPU,
+                      "recipe": {"jobs": jobs, "backend": "fused"}})
+    summary = run(spec, tmp_path / "run", progress=False).to_dict()
+    assert summary["backend"] == "fused"
+    for name in jobs:
+        predictor = tlroutes.load(tmp_path / "run", job=name)
+        assert _test_metrics(predictor) == summary["jobs"][name]["metrics"]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A Task Fine-Tuning run on digits 5-9 (its folder)."""

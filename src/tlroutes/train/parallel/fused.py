@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from tlroutes.manifest.record import note_saved
 from tlroutes.objectives.tasks import primary_metric, task_loss
 from tlroutes.problem import Task
 from tlroutes.train.checkpoint import load_weights, save_weights_atomic
@@ -271,6 +272,9 @@ def run_fused(prepared: list[Prepared], trainer: Trainer, run_seed: int,
         metrics = evaluate(models[i], p.problem.test, p.problem.task)
         if trainer.is_main:
             save_weights_atomic(models[i], folder / "model.safetensors")
+            # its manifest.json, as a job trained on its own gets from Trainer.save_model
+            note_saved(models[i], folder / "model.safetensors", job_seed(run_seed, p.name),
+                       precision=trainer.fabric.strategy.precision.precision)
         results[p.name] = job_finished(
             p.name, p.job, p.problem, models[i], metrics, folder,
             best_epoch=int(fused.best_epoch[i]), epochs_run=int(fused.epochs_run[i]),
