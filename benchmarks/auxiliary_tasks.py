@@ -12,7 +12,9 @@ gain, each as mean ± sample std, and the ablation rows when the setting has the
 
 Settings (``--setting``, repeatable; default all):
 
-- ``example``: the run file as shipped (``ew``, ``ablation: true``);
+- ``example``: the run file as shipped (``ew``) with ``ablation: true`` (main + each auxiliary;
+  the ablation's stages train after the joint and baseline stages, on seeds of their own, so
+  they leave those figures as the run file alone gives them);
 - ``gradsim``, ``auto_lambda``: the same with that auxiliary weighting (no ablation);
 - ``shuffled``: a control — the auxiliaries' training labels permuted among their inputs (one
   permutation for both, so they still share inputs): the same inputs and steps, labels that say
@@ -67,7 +69,9 @@ def _spec(setting: str):
         problems["gt4"] = problems["gt4"].model_copy(update={"seed": 100})
         update["problems"] = problems
         update["training"] = spec.training.model_copy(update={"epochs": epochs})
-    elif setting != "example":
+    elif setting == "example":
+        recipe["ablation"] = True
+    else:
         raise SystemExit(f"unknown setting '{setting}'; choose from {', '.join(SETTINGS)}")
     return spec.model_copy(update={"recipe": recipe, **update})
 
