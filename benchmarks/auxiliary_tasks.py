@@ -20,6 +20,11 @@ Settings (``--setting``, repeatable; default all):
   permutation for both, so they still share inputs): the same inputs and steps, labels that say
   nothing about the signal. A gain that survives it would come from the extra inputs, not from
   the auxiliary labels;
+- ``same_inputs``: the main task's 100 labels on 100 of the auxiliaries' own 2,400 training
+  signals (10 per digit, drawn per seed), the papers' "same inputs, main labels scarce": every
+  problem is the ``n: 4000`` draw split 60/20/20, the main task's validation and test splits are
+  the auxiliaries' (800 signals each), ``ew``. A run file cannot yet keep only some of a
+  problem's training labels, so this setting builds the problems here;
 - ``i100``, ``i300``: the settings measured before the one-stream-per-input fix (engineer I):
   main ``n: 1000`` with 100 (``split: [0.1, 0.45, 0.45]``, 6 epochs) or 300 (``[0.3, 0.35,
   0.35]``, 10 epochs) training labels, ``gt4`` on its own draw (``seed: 100``), ``ew``.
@@ -44,6 +49,7 @@ from typing import Any
 import torch
 
 from tlroutes.config import HardwareSpec, load_run_file
+from tlroutes.data.variants import class_targets, make_task, property_targets
 from tlroutes.routes import multi_task_learning
 from tlroutes.runner import run
 
@@ -59,7 +65,7 @@ def _spec(setting: str):
     update: dict[str, Any] = {}
     if setting in ("gradsim", "auto_lambda"):
         recipe = {"weighting": setting}
-    elif setting == "shuffled":
+    elif setting in ("shuffled", "same_inputs"):
         recipe = {"weighting": "ew"}
     elif setting in ("i100", "i300"):
         recipe = {"weighting": "ew"}
@@ -76,7 +82,10 @@ def _spec(setting: str):
     return spec.model_copy(update={"recipe": recipe, **update})
 
 
-SETTINGS = ("example", "gradsim", "auto_lambda", "shuffled", "i100", "i300")
+SETTINGS = ("example", "gradsim", "auto_lambda", "shuffled", "same_inputs", "i100", "i300")
+
+MAIN_LABELS_PER_DIGIT = 10
+"""``same_inputs``: training labels the main task keeps per digit (10 digits: 100 labels)."""
 
 
 def _shuffled_auxiliary_loader(load, main: str):
@@ -91,6 +100,33 @@ def _shuffled_auxiliary_loader(load, main: str):
     return shuffled
 
 
+def _same_inputs_loader(load, main: str):
+    """``load`` giving every problem the auxiliaries' draw (their ``n``, split 60/20/20): the
+    auxiliaries label all of it, the main task ``MAIN_LABELS_PER_DIGIT`` training signals per
+    digit (its validation and test splits are the auxiliaries')."""
+    def same(spec, seed, role):
+        digits = load(spec.model_copy(update={"task": "digit", "n": 4000,
+                                              "split": (0.6, 0.2, 0.2)}), seed, role)
+        if role == main:
+            g = torch.Generator().manual_seed(seed)
+            keep = torch.cat([
+                (digits.train.y == d).nonzero().flatten()[
+                    torch.randperm(int((digits.train.y == d).sum()), generator=g)[
+                        :MAIN_LABELS_PER_DIGIT]] for d in range(10)])
+            return dataclasses.replace(digits, train=digits.train.subset(keep.sort().values))
+        variant = spec.task
+        task = make_task(variant, tuple(range(10)), "signal")
+
+        def relabel(split):
+            y = (property_targets(split.y) if variant == "properties"
+                 else class_targets(variant, split.y, tuple(range(10))))
+            return dataclasses.replace(split, y=y)
+        name = f"{digits.name.rsplit('/', 1)[0]}/{variant}"
+        return dataclasses.replace(digits, name=name, task=task, train=relabel(digits.train),
+                                   val=relabel(digits.val), test=relabel(digits.test))
+    return same
+
+
 def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
@@ -100,6 +136,8 @@ def measure(setting: str, out: Path) -> None:
     load = multi_task_learning.load
     if setting == "shuffled":
         multi_task_learning.load = _shuffled_auxiliary_loader(load, spec.main_task)
+    elif setting == "same_inputs":
+        multi_task_learning.load = _same_inputs_loader(load, spec.main_task)
     try:
         summary = run(spec, out / setting, progress=False)
     finally:
