@@ -345,8 +345,9 @@ class TrainSpec(_Spec):
         64, ge=1, description="Samples per step from EACH training stream, over all processes "
         "(a data-parallel run splits them). A stage with several streams draws batch_size from "
         "each: Domain Adaptation's 64 is 64 source + 64 unlabelled target samples (+ 64 labelled "
-        "target ones when given) per step; a single stream, or Dataset Merging's mixed one, "
-        "draws 64 in all. At most what fits in memory. Default 64.")
+        "target ones when given) per step; Multi-Task Learning's 64 come from each set of task "
+        "inputs (tasks over one set of inputs share a stream); a single stream, or Dataset "
+        "Merging's mixed one, draws 64 in all. At most what fits in memory. Default 64.")
     lr: float = Field(1e-3, gt=0, description="Base learning rate. Default 1e-3.")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay. Default 0.")
     optimizer: Literal["adamw", "adam", "sgd"] = Field(
