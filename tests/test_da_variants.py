@@ -303,7 +303,7 @@ def test_partial_adaptation_removes_the_negative_transfer_dann_shows(tmp_path, m
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_open_set_flags_a_planted_unknown_class(tmp_path, monkeypatch, seed):
     """The source has three classes on a circle (radius 3, unit noise, 10 dimensions); the
     target has them too, shifted by 0.5 in seven dimensions, and a fourth class ("new", a quarter
@@ -322,7 +322,13 @@ def test_open_set_flags_a_planted_unknown_class(tmp_path, monkeypatch, seed):
     (the likely reading, not isolated by an ablation). A seed-pinned recall >= 0.8 would test
     seed 0's luck, so the bounds below are ones every seed meets, from the spread above: recall
     >= 0.25 (mean - 2.5 sd; lowest seen 0.444), OS* >= 0.8 (lowest 0.866), an OS gain > 0
-    (lowest +0.015; mean - 1.6 sd) and the source-only model's recall 0. Two seeds run here.
+    (lowest +0.015; mean - 1.6 sd) and the source-only model's recall 0. Seeds 0-2 run here
+    (recall 0.944, 0.542, 0.528).
+
+    The issue's bar (recall >= 0.8 on a clear case) is not met and is not asserted: an audit
+    against the paper found no bug (K+1 softmax, BCE to t = 0.5, reversal on the trunk only,
+    weight 1, argmax test rule, no target label read), and no clearer planted case tried made
+    recall >= 0.8 on every seed -- see ``benchmarks/RESULTS.md``, "Open-set: OSBP".
 
     Key step removed -- OSBP's adversarial term (``trade_off: 0``: the adaptation stage trains
     on the source loss alone): unknown recall 0.000, predicted unknown 0.000 (seed 0), so the
