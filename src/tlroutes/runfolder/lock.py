@@ -5,7 +5,9 @@ releases it when the holding process ends, however it ends (SIGKILL, power loss 
 so a stale lock file never blocks a resume: only a live holder does. The holder writes its
 process id into the file, so the refusal names it. ``flock`` locks an open file description, so
 two opens in one process exclude each other too (a notebook cannot start two runs into one
-folder either); a run's own worker processes (started with ``spawn``) do not inherit it.
+folder either). A process forked by the run (a DataLoader worker) inherits the open file
+description, and would keep the lock alive after the run is killed until it noticed; forked
+workers call :func:`close_inherited` first, so a kill releases the lock at once.
 
 On systems without ``fcntl`` (Windows) the lock is not taken: a warning-free no-op, as tlroutes'
 multi-process features are POSIX-only anyway.
@@ -13,6 +15,7 @@ multi-process features are POSIX-only anyway.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -23,10 +26,25 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_FILE", "RunLock"]
+__all__ = ["LOCK_FILE", "RunLock", "close_inherited"]
 
 #: The lock file's name inside the run folder.
 LOCK_FILE = ".tlroutes.lock"
+
+#: File descriptors of the locks this process holds (what a forked child inherits).
+_HELD: set[int] = set()
+
+
+def close_inherited() -> None:
+    """In a forked child: close the run locks' descriptors inherited from the parent.
+
+    Closing (not unlocking) drops only the child's reference, so the parent keeps its lock and
+    the kernel releases it when the parent ends, however it ends.
+    """
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
 
 
 class RunLock:
@@ -69,6 +87,7 @@ class RunLock:
             raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        _HELD.add(fd)
         return cls(folder, fd)
 
     @property
@@ -81,6 +100,7 @@ class RunLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        _HELD.discard(fd)
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
