@@ -4,6 +4,7 @@ and :func:`summary_dict`."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,61 @@ import torch
 import yaml
 
 torch.set_num_threads(2)
+
+
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "", None}
+
+
+def _is_local(host: object) -> bool:
+    if host in _LOCAL_HOSTS or host == socket.gethostname():
+        return True
+    text = str(host)
+    return text.startswith("127.") or text.startswith("::ffff:127.")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every test runs offline: a connection or name lookup beyond this machine fails the test.
+
+    The attempt raises an ``OSError`` (as on a machine without network, so code under test sees
+    what a user offline sees) and is recorded; the test then fails naming the host, even when
+    the code under test swallowed the error (a library retrying a download, say). Loopback and
+    Unix sockets (distributed tests, MLflow's local store, Ray) stay allowed.
+    """
+    attempts: list[str] = []
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def refuse(what: str) -> OSError:
+        attempts.append(what)
+        return OSError(f"tests run offline: {what} refused")
+
+    def check(sock: socket.socket, address: object) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple) \
+                and not _is_local(address[0]):
+            raise refuse(f"connect to {address[0]}:{address[1]}")
+
+    def connect(sock, address):
+        check(sock, address)
+        return real_connect(sock, address)
+
+    def connect_ex(sock, address):
+        check(sock, address)
+        return real_connect_ex(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        name = host.decode() if isinstance(host, bytes) else host
+        if not _is_local(name):
+            raise socket.gaierror(socket.EAI_NONAME, str(refuse(f"name lookup of {name}")))
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield attempts  # a test of the guard itself reads (and clears) the record
+    if attempts:
+        pytest.fail(f"the test reached for the network ({'; '.join(sorted(set(attempts)))}); "
+                    "tests must run offline")
 
 
 @pytest.fixture
