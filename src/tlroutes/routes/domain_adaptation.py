@@ -17,8 +17,9 @@ Recipe:
 
 When the label sets differ (compared by name over the classes present), ``recipe.variant``
 (default ``auto``, see :func:`choose_variant`) hands the run to a module of
-:mod:`tlroutes.routes.da_variants`: ``partial`` (PADA), ``open_set`` (OSBP), ``new_label_set``
-or ``source_free`` (SHOT). The summary's details and the report name the variant and why.
+:mod:`tlroutes.routes.da_variants`: ``partial`` (class-weighted MCC or PADA), ``open_set``
+(source support or OSBP), ``new_label_set`` or ``source_free`` (SHOT). The summary's details
+and the report name the variant and why.
 
 At the end, ``features.npz`` in the run folder holds trunk features of up to
 :data:`FEATURE_SAMPLES` source-test and as many target-test samples, from the source-only model
@@ -106,7 +107,8 @@ class Recipe(RecipeSpec):
         "aligns as if the sets were one (the DANN baseline of partial adaptation). 'partial': "
         "class weights from the target's predictions down-weight source classes absent from "
         "the target, on class-weighted MCC (default) or PADA (variant_args.method). "
-        "'open_set': OSBP, a K+1-way classifier whose extra output is 'unknown'. "
+        "'open_set': a K+1-way classifier whose extra output is 'unknown', learned from the "
+        "target samples no source sample resembles (default) or by OSBP (variant_args.method). "
         "'new_label_set': a new head on the source-trained stem and trunk. 'source_free': "
         "SHOT, adapting a trained source model without source data.",
     )
@@ -488,7 +490,8 @@ def recommend(problems: dict[str, Problem], evidence: Evidence | None,
             recipe["method"] = "dann"
             why["method"] = (f"The label sets differ ({relation.describe()}): the variant for "
                              "them brings its own method (partial: class-weighted MCC; "
-                             "open_set: OSBP; new_label_set aligns trunk features with DANN).")
+                             "open_set: source support or OSBP; new_label_set aligns trunk "
+                             "features with DANN).")
     shifted = [p for p in (evidence.pairs if evidence else [])
                if p.domain.label_shift is not None and p.domain.label_shift.p_value < 0.05]
     if shifted:
@@ -562,8 +565,9 @@ VARIANT_PROSE: dict[str, str] = {
                "weighed by the target's mean prediction of it (PADA's weights, on class-weighted "
                "MCC by default or on PADA's discriminator), so absent classes stop pulling "
                "target features towards them.",
-    "open_set": "the target holds classes the source lacks; OSBP adds an 'unknown' output and "
-                "reports known-class accuracy (OS*) and unknown recall apart.",
+    "open_set": "the target holds classes the source lacks; an 'unknown' output is learned "
+                "from the target samples no source sample resembles, the rest are aligned, and "
+                "known-class accuracy (OS*) and unknown recall are reported apart.",
     "new_label_set": "target labels given for a label set of its own; a new head on the "
                      "source-trained stem and trunk.",
     "source_free": "no source data; the trained source model is adapted on the target alone "

@@ -96,11 +96,18 @@ class DomainAdversarialLoss(nn.Module):
         self.last_accuracy: float | None = None
 
     def forward(
-        self, f_s: Tensor, f_t: Tensor, g_s: Tensor | None = None, g_t: Tensor | None = None
+        self, f_s: Tensor, f_t: Tensor, g_s: Tensor | None = None, g_t: Tensor | None = None,
+        *, target_weight: Tensor | None = None,
     ) -> Tensor:
+        """The loss; ``target_weight`` ``(B_t,)`` weighs each target row's cross-entropy (e.g.
+        0 to leave a sample out of the alignment; source rows weigh 1). Default None: all 1."""
         f_s, f_t = checks.feature_pair(f_s, f_t)
         logits = self.discriminator(self.grl(torch.cat([f_s, f_t], dim=0)))
-        loss, accuracy = domain_bce(logits, f_s.shape[0])
+        weight = None
+        if target_weight is not None:
+            weight = torch.cat([torch.ones(f_s.shape[0], device=f_s.device),
+                                target_weight.reshape(-1).to(f_s.device)]).to(logits.dtype)
+        loss, accuracy = domain_bce(logits, f_s.shape[0], weight)
         self.last_accuracy = float(accuracy)
         return loss
 

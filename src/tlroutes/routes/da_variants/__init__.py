@@ -3,10 +3,11 @@
 The Domain Adaptation route (:mod:`tlroutes.routes.domain_adaptation`) keeps the *closed* case
 (one label set on both sides) itself and hands every other case to a variant module here:
 
-- ``partial`` — the target's classes are a subset of the source's, target unlabelled: PADA's
-  class-weighted adversarial adaptation (:mod:`.partial`);
-- ``open_set`` — the target holds classes the source lacks, target unlabelled: OSBP's "unknown"
-  output (:mod:`.open_set`);
+- ``partial`` — the target's classes are a subset of the source's, target unlabelled: class
+  weights from the target's predictions on MCC (default) or PADA's adversarial adaptation
+  (:mod:`.partial`);
+- ``open_set`` — the target holds classes the source lacks, target unlabelled: an "unknown"
+  output, from source support (default) or OSBP (:mod:`.open_set`);
 - ``new_label_set`` — target labels given and the label sets differ: a new head on the
   source-trained stem and trunk (:mod:`.new_label_set`);
 - ``source_free`` — only a trained source model, no source data: SHOT (:mod:`.source_free`).
