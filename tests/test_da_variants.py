@@ -446,6 +446,12 @@ def test_open_set_support_flags_a_planted_unknown_class(tmp_path, monkeypatch, s
     assert summary["metrics"]["unknown_recall"] >= 0.8
     assert summary["metrics"]["os_star"] >= 0.75
     assert summary["gain"] > 0
+    # The run folder's model predicts "unknown" by name on new target inputs, as scored.
+    from tlroutes.use.predictor import load
+
+    names = load(tmp_path / "support").predict(target[2][0].astype(np.float32))
+    assert float(np.mean(names == "unknown")) == pytest.approx(
+        summary["metrics"]["predicted_unknown"], abs=1e-6)  # a float32 share
 
 
 @pytest.mark.parametrize(("args", "match"), [

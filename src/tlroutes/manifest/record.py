@@ -98,7 +98,9 @@ def _problem_for(rec: Recording, head: str, task: Any) -> Noted | None:
     """The loaded data block a head serves: the one its role names (``target``, ``source``),
     else the target when its task is the head's (a head shared by source and target, as in
     Domain Adaptation, is used on the target), else the one whose task is this very object,
-    else the last one with an equal task."""
+    else the last one with an equal task, else the target when its task is of the head's kind
+    (Domain Adaptation across label sets: the head holds the source's classes, and "unknown"
+    for an open-set target, but reads the target's inputs)."""
     def alike(other: Any) -> bool:  # a task's name follows its data; kind and labels decide
         return other.kind == task.kind and other.labels == task.labels
 
@@ -110,7 +112,10 @@ def _problem_for(rec: Recording, head: str, task: Any) -> Noted | None:
     if same:
         return same[-1]
     equal = [n for n in rec.problems if n.problem.task == task]
-    return equal[-1] if equal else None
+    if equal:
+        return equal[-1]
+    kind = [n for n in rec.problems if n.role == "target" and n.problem.task.kind == task.kind]
+    return kind[-1] if kind else None
 
 
 def _stem_for(model: Any, noted: Noted | None) -> str | None:
