@@ -12,12 +12,15 @@ behind it. The steps:
    With no shared label a difference in P(x) cannot be told from the difference in classes:
    ``"undecided"``. Other task pairs compare P(x) directly.
 3. **Representation**: flattened inputs through a whitening PCA of
-   ``min(20, dims, n_source - 1)`` components fitted on the source sample only; or the user's
-   ``features`` (e.g. a trunk), standardised with the source's mean and standard deviation when
-   they have at most 64 dimensions, else reduced by that PCA fitted on the source features.
+   ``min(64, dims, N // 4)`` components; or the user's ``features`` (e.g. a trunk), standardised
+   when they have at most 64 dimensions, else reduced by that PCA. Every comparison (the main
+   one and each control) fits its own on its two samples pooled (N of them): the map is then
+   the same for every relabelling, so the permutation tests are exact at any sample size. (A
+   map fitted on the source alone fits the source's own noise: two draws of one 20-dimensional
+   Gaussian at 30 per side read "different" 100 times in 100; benchmarks/domain_null_grid.py.)
 4. **Tests** (:mod:`tlroutes.measure.two_sample`): MMD permutation test (RBF, median heuristic)
    and a classifier two-sample test (logistic regression, 5 folds).
-5. **Controls**, with the same tests, representation and kernel: the *null control* compares two
+5. **Controls**, with the same tests, built the same way: the *null control* compares two
    random halves of the source sample (stratified by class when classes are matched); the
    *positive control* compares one half with the other half under a known shift
    (:data:`POSITIVE_SHIFT`).
@@ -27,17 +30,19 @@ Decision rule (``alpha`` default 0.05):
 - each test is judged at ``alpha / 2`` (Bonferroni over the two tests, so the chance of a
   significant result on data of one domain is at most ``alpha``);
 - effect sizes: MMD² for the MMD test, ``AUC - 0.5`` for the C2ST; each test's threshold is
-  ``null + 0.25 * (positive - null)`` from the two controls' effects of that test, with the null
-  control's effect taken as at least 0, its expectation (``None``, and the test cannot call a
-  difference, when the positive control's effect is not above that);
+  ``0.25 * positive`` from the positive control's effect of that test: the null point of
+  ``null + 0.25 * (positive - null)`` is the effects' expectation on exchangeable samples, 0
+  (``None``, and the test cannot call a difference, when the positive control's effect is not
+  above 0). The null control's effects are shown beside, as a check;
 - the positive control must be detected (some test with p < ``alpha / 2``), else the tests lack
-  power at this sample size: ``"undecided"``;
+  power at this sample size: ``"undecided"``, saying how many samples are needed;
 - ``"different"`` when some test is significant AND its effect exceeds its threshold; else
   ``"same"``.
 
-The controls split the source in halves, so their effects come from half as many samples per side
-as the main comparison; both effect sizes are estimates whose expectation does not depend on the
-sample size (MMD² is unbiased), so the threshold applies on the same scale.
+The positive control splits the source in halves, so its effects come from half as many samples
+per side as the main comparison. MMD² is unbiased, so its expectation does not depend on the
+sample size; the C2ST's AUC grows with the samples its classifier learns from, so the control's
+(at half the size) leans low, and the threshold with it.
 """
 
 from __future__ import annotations
@@ -74,8 +79,8 @@ MIN_PER_SIDE = 20
 MAX_IMAGE_SIDE = 32
 #: Signals longer than this are average-pooled to it before the PCA.
 MAX_SIGNAL_LENGTH = 1024
-#: User features with more dimensions than this are reduced by a source-fitted PCA.
-MAX_FEATURE_DIM = 64
+#: User features with more dimensions than this are reduced by a whitening PCA to this many.
+MAX_FEATURE_DIM = PCA_COMPONENTS
 #: Measurement seeds behind a domain verdict (see :func:`compare_domains`).
 VERDICT_SEEDS = 5
 #: How the seeds' verdicts combine.
@@ -149,7 +154,7 @@ class ControlResult:
     n_per_side: int
     """Samples in each half."""
     mmd: MMDResult
-    """MMD test (same kernel bandwidth as the main comparison)."""
+    """MMD test (in the control's own pooled fit, median-heuristic bandwidth)."""
     c2st: C2STResult
     """Classifier two-sample test."""
     detected: bool
@@ -168,12 +173,12 @@ class ControlResult:
 
 @dataclass
 class Threshold:
-    """Effect-size thresholds from the controls: ``null + fraction * (positive - null)``."""
+    """Effect-size thresholds from the positive control: ``fraction * positive``."""
 
     rule: str
     """The rule in words."""
     mmd2: float | None
-    """Threshold on MMD² (None: the positive control's MMD² is not above the null's)."""
+    """Threshold on MMD² (None: the positive control's MMD² is not above 0)."""
     auc_excess: float | None
     """Threshold on ``AUC - 0.5`` (None: likewise)."""
 
@@ -225,7 +230,8 @@ class DomainEvidence:
     schema: SchemaCheck
     """The schema gate."""
     representation: dict[str, Any] | None = None
-    """How inputs became features (kind, dimensions, what it was fitted on); None if skipped."""
+    """How inputs became features (kind, dimensions, what it was fitted on: ``"pooled"``, each
+    comparison's two samples); None if skipped."""
     n: dict[str, int] = field(default_factory=dict)
     """Samples per side: ``available`` (train + val) and ``used`` (after matching, capping)."""
     matching: str = "none"
@@ -409,11 +415,20 @@ def _compare_once(
         evidence.seed_free = True
         return evidence
 
-    represent, evidence.representation = _fit_representation(x_s, features)
-    z_s, z_t = represent(x_s), represent(x_t)
+    # Every comparison (the main one and each control) is made in a representation fitted on
+    # its own two samples pooled: the map is then the same for every relabelling of the pooled
+    # sample, so the permutation p-values are exact at any sample size (see _fit_representation).
+    flat = _flattener(features)
+    f_s, f_t = flat(x_s), flat(x_t)
+    dims = f_s.shape[1] if features is not None else int(np.prod(x_s.shape[1:]))
+    pooled_to = (list(_shrunk(x_s[:1]).shape[1:])
+                 if features is None and f_s.shape[1] < dims else None)
+    represent, evidence.representation = _fit_representation(
+        np.concatenate([f_s, f_t]), features is not None, dims, pooled_to)
+    z_s, z_t = represent(f_s), represent(f_t)
     seeds = rng.integers(0, 2**31 - 1, size=8)
-    # One distance matrix serves the bandwidth, the main MMD test and (sliced) the null
-    # control: it is the costliest step, O(N² d), and was computed three times before.
+    # One distance matrix serves the bandwidth and the main MMD test: it is the costliest step,
+    # O(N² d).
     pooled = np.concatenate([z_s, z_t])
     d2 = squared_distances(pooled)
     bandwidth = median_bandwidth(pooled, distances=d2)
@@ -427,24 +442,23 @@ def _compare_once(
     level = alpha / 2
     modality = source.domain.modality
 
-    def control(description: str, a: np.ndarray, b: np.ndarray, k: int,
-                distances: np.ndarray | None = None) -> ControlResult:
-        mmd = mmd_test(a, b, permutations=permutations, bandwidth=bandwidth, seed=int(seeds[k]),
-                       distances=distances)
-        test = c2st(a, b, permutations=permutations, seed=int(seeds[k + 1]))
+    def control(description: str, a: np.ndarray, b: np.ndarray, k: int) -> ControlResult:
+        # as the main comparison: its own pooled fit, its own median-heuristic bandwidth
+        fitted, _ = _fit_representation(np.concatenate([a, b]), features is not None, dims,
+                                        pooled_to)
+        z_a, z_b = fitted(a), fitted(b)
+        mmd = mmd_test(z_a, z_b, permutations=permutations, seed=int(seeds[k]))
+        test = c2st(z_a, z_b, permutations=permutations, seed=int(seeds[k + 1]))
         detected = min(mmd.p_value, test.p_value) < level
         return ControlResult(description, len(a), mmd, test, detected)
 
-    halves = np.concatenate([half_a, half_b])
     evidence.null_control = control(
-        "two random halves of the source sample", z_s[half_a], z_s[half_b], 2,
-        d2[np.ix_(halves, halves)],
-    )
+        "two random halves of the source sample", f_s[half_a], f_s[half_b], 2)
     shifted = _positive_shift(x_s[torch.from_numpy(half_b)], x_s, modality, rng)
     evidence.positive_control = control(
         f"source half vs other source half under {POSITIVE_SHIFT[modality]}",
-        z_s[half_a],
-        represent(shifted),
+        f_s[half_a],
+        flat(shifted),
         4,
     )
     _decide(evidence, level)
@@ -465,14 +479,18 @@ def _decide(evidence: DomainEvidence, level: float) -> None:
         ),
     }
     limits: dict[str, float | None] = {}
-    for name, (_, zero, known, _) in effects.items():
-        # both effects have expectation 0 under the null; a negative draw is noise and would
-        # only pull the threshold down, so the null's effect counts as at least 0
-        zero = max(zero, 0.0)
-        limits[name] = zero + THRESHOLD_FRACTION * (known - zero) if known > zero else None
+    for name, (_, _, known, _) in effects.items():
+        # Null point 0: each comparison is made in a representation fitted on its own pooled
+        # sample, so its two samples are exchangeable under the null and both effects have
+        # expectation 0 there (MMD² is unbiased; a relabelling's out-of-fold AUC is 0.5 on
+        # average). The null control's own draw estimates that 0 from half the samples; put in
+        # the threshold it only adds noise (and, floored at 0, an upward bias of about 0.4 of
+        # its standard deviation): it stays in the evidence, as a check.
+        limits[name] = THRESHOLD_FRACTION * known if known > 0 else None
     evidence.threshold = Threshold(
-        rule=f"effect > null + {THRESHOLD_FRACTION} * (positive - null) with null = max(null "
-        "control's effect, 0), per test (MMD²; AUC - 0.5), and p < alpha/2",
+        rule=f"effect > {THRESHOLD_FRACTION} * positive control's effect (the null point is the "
+        "effects' expectation on exchangeable samples, 0), per test (MMD²; AUC - 0.5), and "
+        "p < alpha/2",
         mmd2=limits["MMD"],
         auc_excess=limits["C2ST"],
     )
@@ -580,16 +598,10 @@ def _halves(
     return np.sort(order[0 : 2 * half : 2]), np.sort(order[1 : 2 * half : 2])
 
 
-def _fit_representation(
-    x_source: Tensor, features: Callable[[Tensor], Tensor] | None
-) -> tuple[Callable[[Tensor], np.ndarray], dict[str, Any]]:
-    """A map from inputs to the test features, fitted on the source sample only.
-
-    (Fitted on both samples pooled, the map would be symmetric and the permutation tests
-    exact however few the samples; but the calibration's shifts lose power — mnist1d with
-    noise 0.6 at 200 per side is detected 16 times in 24 instead of 24 — so the source fit
-    stays, and :data:`MIN_PER_SIDE` with the controls guard small samples.)
-    """
+def _flattener(features: Callable[[Tensor], Tensor] | None) -> Callable[[Tensor], np.ndarray]:
+    """Inputs ``(N, *shape)`` to float64 rows ``(N, D)``: the user's ``features`` when given,
+    else the inputs themselves, flattened (large images and long signals pooled first,
+    :func:`_shrunk`)."""
 
     def flat(x: Tensor) -> np.ndarray:
         if features is None:
@@ -598,24 +610,49 @@ def _fit_representation(
             out = features(x)
         return out.detach().reshape(len(x), -1).double().cpu().numpy()
 
-    base = flat(x_source)
-    dims = base.shape[1] if features is not None else int(np.prod(x_source.shape[1:]))
-    if features is not None and dims <= MAX_FEATURE_DIM:
-        mean, std = base.mean(axis=0), base.std(axis=0)
+    return flat
+
+
+def _fit_representation(
+    pooled: np.ndarray, user_features: bool, dims: int, pooled_to: list[int] | None
+) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+    """The map from flattened inputs (or user features) to the test features, fitted on the
+    two compared samples pooled, ``pooled`` ``(N, D)``.
+
+    User features of at most :data:`MAX_FEATURE_DIM` dimensions are standardised; anything
+    else goes through a whitening PCA of ``min(PCA_COMPONENTS, D, N // 4)`` components.
+
+    Why pooled: a two-sample permutation test is exact at any sample size when the statistic of
+    every relabelling of the pooled sample is computed the same way. A map fitted on the pooled
+    sample is the same for every relabelling; one fitted on the source alone is not: it fits the
+    source's own noise, so that an independent draw of the same distribution reads as different.
+    Whitened on n source samples in d dimensions, the source's weakest sample direction has
+    about ``(1 - sqrt(d / n))²`` of the true variance (the Marchenko–Pastur edge), so a new draw
+    reads ``1 / (1 - sqrt(d / n))²`` times as wide there as the source: 7x at d = 20, n = 50;
+    two draws of N(0, I_20) read "different" 100 times in 100 at 20 to 100 per side
+    (benchmarks/domain_null_grid.py). Pooled, the cap on components guards cost only.
+    """
+    kind = "pca" if not user_features else "features+pca"
+    if user_features and dims <= MAX_FEATURE_DIM:
+        mean, std = pooled.mean(axis=0), pooled.std(axis=0)
         std = np.where(std > 0, std, 1.0)
-        info = {"kind": "features", "input_dims": dims, "dims": dims, "scaling": "standardised"}
-        return (lambda x: (flat(x) - mean) / std), info | {"fitted_on": "source"}
-    pca = fit_pca(base, PCA_COMPONENTS)
+        info = {"kind": "features", "input_dims": dims, "dims": dims,
+                "scaling": "standardised", "fitted_on": "pooled"}
+        return (lambda f: (f - mean) / std), info
+    # At most a quarter as many components as samples: whitened from N samples, the k sample
+    # variances spread about the true ones by (1 ± sqrt(k / N))² (Marchenko–Pastur), and as k
+    # nears N the whitened sample becomes a regular simplex with nothing left to test; at
+    # k = N / 4 the spread stays within [1/4, 9/4]. (A chosen bound, not a derived optimum.)
+    pca = fit_pca(pooled, max(1, min(PCA_COMPONENTS, len(pooled) // 4)))
     info = {
-        "kind": "pca" if features is None else "features+pca",
+        "kind": kind,
         "input_dims": dims,
-        **({"pooled_to": list(_shrunk(x_source[:1]).shape[1:])}
-           if features is None and base.shape[1] < dims else {}),
+        **({"pooled_to": pooled_to} if pooled_to is not None else {}),
         "dims": int(pca.components.shape[0]),
         "scaling": "whitened",
-        "fitted_on": "source",
+        "fitted_on": "pooled",
     }
-    return (lambda x: pca.transform(flat(x))), info
+    return pca.transform, info
 
 
 def _shrunk(x: Tensor) -> Tensor:
