@@ -58,13 +58,15 @@ the domain classifier cannot pick them out; under a larger shift of the known cl
 some of them unknown (``benchmarks/RESULTS.md``, "Open-set: source support"), which the
 summary's ``predicted_unknown`` warning shows.
 
-``variant_args``: ``method`` (``support`` or ``osbp``, default ``support``); for ``osbp``:
-``threshold`` (t, default 0.5, the paper's), ``coeff`` (the gradient
-reversal coefficient, default 1.0, the paper's), ``warm_up`` (default false; true ramps the
-reversal from 0 to ``coeff`` over the stage with DANN's schedule), ``max_unknown_share``
-(default 0.5: refuse a target whose samples are mostly of classes the source lacks, since the
-boundary ``t`` assumes known samples are not the minority; raise it knowingly); for
-``support``: ``support_threshold`` (τ, default 0.25) and ``unknown_weight`` (μ, default 1.0).
+``variant_args``: ``method`` (``support`` or ``osbp``, default ``support``);
+``max_unknown_share`` (both methods; default 0.5: refuse a target whose samples are mostly of
+classes the source lacks, since with so few known samples neither OSBP's boundary nor the
+alignment of the known classes is reliable, and warn when more than that share of the test split
+is called unknown; raise it knowingly); for ``osbp``: ``threshold`` (t, default 0.5, the
+paper's), ``coeff`` (the gradient reversal coefficient, default 1.0, the paper's), ``warm_up``
+(default false; true ramps the reversal from 0 to ``coeff`` over the stage with DANN's
+schedule); for ``support``: ``support_threshold`` (τ, default 0.25) and ``unknown_weight`` (μ,
+default 1.0).
 
 OSBP's game is not stable over seeds: on the known-answer problem
 (``tests/test_da_variants.py``, run seeds 0-9) the unknown recall is 0.44-0.94 (mean 0.61, sd
