@@ -12,7 +12,14 @@ from scipy import stats
 
 from tlroutes.data.builtin import load_builtin
 from tlroutes.measure.domain import MIN_PER_SIDE, check_schema, compare_domains
-from tlroutes.measure.two_sample import c2st, label_shift_test, mmd_test, unbiased_mmd2
+from tlroutes.measure.two_sample import (
+    _out_of_fold_scores,
+    c2st,
+    label_shift_test,
+    mmd_test,
+    stratified_folds,
+    unbiased_mmd2,
+)
 from tlroutes.problem import Domain, Problem, Split, Task
 
 
@@ -111,6 +118,28 @@ def test_c2st_sees_a_change_of_spread() -> None:
     result = c2st(rng.normal(size=(100, 4)), 2.0 * rng.normal(size=(100, 4)), permutations=100)
     assert result.auc > 0.75
     assert result.p_value < 0.02
+
+
+@pytest.mark.parametrize("m,n", [(30, 30), (23, 31)])
+def test_c2st_closed_form_scores_equal_a_refit_per_fold(m: int, n: int) -> None:
+    """The default folds (one sample of the smaller group each) and the Woodbury scores: every
+    fold's scores equal a Newton step solved on that fold's training rows alone."""
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(m, 3)), 1.5 * rng.normal(size=(n, 3))
+    assert c2st(a, b, permutations=10).folds == min(m, n)
+    design = np.concatenate([rng.normal(size=(m + n, 6)), np.ones((m + n, 1))], axis=1)
+    penalty = np.r_[np.ones(6), 1e-9]
+    label = np.r_[np.zeros(m), np.ones(n)]
+    prior = n / (m + n)
+    fold = stratified_folds(label, min(m, n), rng)
+    centred = np.stack([label, rng.permutation(label)], axis=1) - prior
+    weight = prior * (1 - prior)
+    scores = _out_of_fold_scores(design, penalty, weight, fold, centred)
+    for k in range(min(m, n)):
+        test, train = fold == k, fold != k
+        hessian = weight * design[train].T @ design[train] + np.diag(penalty)
+        refit = design[test] @ np.linalg.solve(hessian, design[train].T @ centred[train])
+        np.testing.assert_allclose(scores[test], refit, rtol=1e-9, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------------

@@ -19,7 +19,9 @@ behind it. The steps:
    map fitted on the source alone fits the source's own noise: two draws of one 20-dimensional
    Gaussian at 30 per side read "different" 100 times in 100; benchmarks/domain_null_grid.py.)
 4. **Tests** (:mod:`tlroutes.measure.two_sample`): MMD permutation test (RBF, median heuristic)
-   and a classifier two-sample test (logistic regression, 5 folds).
+   and a classifier two-sample test (logistic regression on the features and their squares,
+   one sample of each side per fold, so that each fold's classifier learns from all but two
+   samples: its AUC grows with them).
 5. **Controls**, with the same tests, built the same way: the *null control* compares two
    random halves of the source sample (stratified by class when classes are matched); the
    *positive control* compares one half with the other half under a known shift

@@ -5,7 +5,8 @@ Everything here works on plain NumPy arrays ``(N, d)`` and is deterministic for 
 verdict that combines these tests lives in :mod:`tlroutes.measure.domain`.
 
 References for the definitions used: Gretton et al. 2012 (unbiased MMD², median heuristic),
-Lopez-Paz & Oquab 2017 (C2ST), Ben-David et al. 2007 (proxy A-distance ``2 (1 - 2 err)``).
+Lopez-Paz & Oquab 2017 (C2ST), Ben-David et al. 2007 (proxy A-distance ``2 (1 - 2 err)``),
+Airola et al. 2011 (leave-pair-out cross-validation for the AUC).
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ class C2STResult:
     proxy_a_distance: float
     """Proxy A-distance ``2 (1 - 2 err)`` with ``err = 1 - accuracy``, clipped at 0; in [0, 2]."""
     folds: int
-    """Number of stratified folds."""
+    """Number of stratified folds (by default one per sample of the smaller group)."""
     permutations: int
     """Number of label permutations P behind the p-value."""
     n_a: int
@@ -246,13 +247,20 @@ def stratified_folds(label: np.ndarray, folds: int, rng: np.random.Generator) ->
 
 
 def c2st(
-    a: np.ndarray, b: np.ndarray, *, folds: int = 5, permutations: int = 200, seed: int = 0
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    folds: int | None = None,
+    permutations: int = 200,
+    seed: int = 0,
 ) -> C2STResult:
     """Classifier two-sample test from out-of-fold scores of a logistic-regression classifier.
 
     Args:
-        a, b: samples ``(m, d)`` and ``(n, d)``; each needs at least ``folds`` rows.
-        folds: stratified folds, default 5.
+        a, b: samples ``(m, d)`` and ``(n, d)``; each needs at least 2 rows (and at least
+            ``folds`` when given).
+        folds: stratified folds; default None = ``min(m, n)``, so that every fold holds one
+            sample of the smaller group (leave-one-pair-out when ``m = n``).
         permutations: label permutations for the p-value, default 200.
         seed: seeds the folds and the permutations (a NumPy ``Generator``), default 0.
 
@@ -266,19 +274,36 @@ def c2st(
     independent; they are not — each sample trains the models that score the others — and
     such tests reject about twice as often as they should on identical distributions.)
     Labels are permuted within folds, so every permutation keeps the folds' stratification.
+
+    Why as many folds as the smaller group has samples: a C2ST's AUC is that of a classifier
+    trained on the samples outside the fold, and it grows with them; with one sample of the
+    smaller group per fold each classifier trains on all but about two samples, the most the
+    data allow without scoring a sample by a model that saw it. (mnist1d under noise 0.6 at
+    about 180 per side, whitened to 40 dimensions: AUC - 0.5 = 0.177 ± 0.039 with 5 folds,
+    0.192 ± 0.036 with one pair per fold; its spread over measurement seeds of one data draw
+    fell from 0.023 to 0.016, as the fold split matters less.) Each fold still holds both
+    groups in proportion, which leave-one-out does not: removing one sample tilts the training
+    balance against its own group, so its pooled out-of-fold AUC falls below 0.5 on identical
+    distributions (0.471 ± 0.004 against 0.492 ± 0.005 for one pair per fold; two draws of
+    N(0, I_5), 60 per side, 300 trials). The fold scores come in closed form from the
+    full-sample Hessian (Woodbury, :func:`_out_of_fold_scores`), so many folds cost no more
+    than five.
     """
     m, n = a.shape[0], b.shape[0]
-    if min(m, n) < folds:
-        raise ValueError(f"c2st() needs at least {folds} samples per group (one per fold).")
+    folds = min(m, n) if folds is None else folds
+    if min(m, n) < max(folds, 2):
+        raise ValueError(f"c2st() needs at least {max(folds, 2)} samples per group "
+                         "(one per fold).")
     z = np.concatenate([a, b]).astype(np.float64)
     z = np.concatenate([z, z**2], axis=1)
     std = z.std(axis=0)
     z = (z - z.mean(axis=0)) / np.where(std > 0, std, 1.0)
     design = np.concatenate([z, np.ones((m + n, 1))], axis=1)
     penalty = np.ones(design.shape[1])
-    penalty[-1] = 0.0
+    penalty[-1] = 1e-9  # no penalty on the intercept; the floor keeps the system invertible
     label = np.concatenate([np.zeros(m), np.ones(n)])
     prior = n / (m + n)
+    weight = prior * (1.0 - prior)
     rng = np.random.default_rng(seed)
     fold = stratified_folds(label, folds, rng)
     # labels are permuted within each fold: under the null that is exact (a fold's members are
@@ -290,16 +315,7 @@ def c2st(
         members = np.flatnonzero(fold == k)
         block = np.tile(label[members], (permutations, 1))
         relabelled[members, 1:] = rng.permuted(block, axis=1).T
-    # The out-of-fold scores of fold k's test rows are design[test] H_k^-1 design[train]^T
-    # (labels[train] - prior): a fixed linear map of the labels. Applied right to left it costs
-    # O(N d P) per fold instead of the O(N² P) of forming the N × N map (d = 2 × features + 1).
-    centred = relabelled - prior
-    scores = np.empty_like(relabelled)
-    for k in range(folds):
-        test, train = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
-        hessian = prior * (1.0 - prior) * design[train].T @ design[train] + np.diag(penalty)
-        hessian[-1, -1] += 1e-9  # keeps the system invertible for degenerate features
-        scores[test] = design[test] @ np.linalg.solve(hessian, design[train].T @ centred[train])
+    scores = _out_of_fold_scores(design, penalty, weight, fold, relabelled - prior)
     ranks = stats.rankdata(scores, axis=0)
     positives = relabelled.astype(bool)
     auc_all = ((ranks * positives).sum(axis=0) - n * (n + 1) / 2.0) / (m * n)
@@ -318,6 +334,37 @@ def c2st(
         n_a=int(m),
         n_b=int(n),
     )
+
+
+def _out_of_fold_scores(
+    design: np.ndarray, penalty: np.ndarray, weight: float, fold: np.ndarray,
+    centred: np.ndarray,
+) -> np.ndarray:
+    """One Newton step's out-of-fold scores for every column of labels ``centred`` (label minus
+    prior, ``(N, L)``): fold F's rows get ``X_F H_F⁻¹ X_trainᵀ c_train``, with
+    ``H_F = w X_trainᵀ X_train + diag(penalty)``.
+
+    In closed form from the full Hessian ``H = H_F + w X_Fᵀ X_F`` (Woodbury), with
+    ``A = H⁻¹``, ``G_FF = X_F A X_Fᵀ`` and ``M_F = (I / w - G_FF)⁻¹``:
+    ``X_F H_F⁻¹ = M_F X_F A / w``, hence scores ``M_F ((X A Xᵀ c)_F - G_FF c_F) / w``. That
+    costs one ``(p × p)`` solve and one ``O(N p L)`` product, whatever the number of folds,
+    plus one small ``|F| × |F|`` solve per fold (batched over folds of equal size).
+    """
+    hessian = weight * design.T @ design + np.diag(penalty)
+    xa = np.linalg.solve(hessian, design.T).T  # X A (A is symmetric)
+    full = xa @ (design.T @ centred)  # (X A Xᵀ c): scores of a model fitted on everything
+    scores = np.empty_like(centred)
+    order = np.argsort(fold, kind="stable")
+    sizes = np.bincount(fold)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for size in np.unique(sizes[sizes > 0]):
+        chosen = np.flatnonzero(sizes == size)
+        rows = order[starts[chosen][:, None] + np.arange(size)[None, :]]  # (folds, size)
+        g = np.einsum("fip,fjp->fij", xa[rows], design[rows])  # G_FF per fold
+        inner = np.eye(size)[None] / weight - g
+        rhs = full[rows] - np.einsum("fij,fjl->fil", g, centred[rows])
+        scores[rows] = np.linalg.solve(inner, rhs) / weight
+    return scores
 
 
 # --------------------------------------------------------------------------------------------
