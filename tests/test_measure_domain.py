@@ -332,9 +332,9 @@ def calibration_counts(name: str, shift: dict | None, trials: int) -> tuple[dict
 def test_calibration(name: str, shift: dict | None) -> None:
     """The full calibration: 100 trials per condition, at least 95 right verdicts.
 
-    About 4 min on two shared cores (with the null grid below, 6), so it runs under its own
-    marker: ``make calibration``
-    (``pytest -m calibration``); ``make test`` runs :func:`test_calibration_quick`.
+    With the null grid below, 5 min on two shared cores (307 s, 2026-11-30, load about 6), so
+    it runs under its own marker: ``make calibration`` (``pytest -m calibration``);
+    ``make test`` runs :func:`test_calibration_quick`.
     """
     counts, expected = calibration_counts(name, shift, TRIALS)
     print(f"\ncalibration {name} {shift or 'iid'}: {counts} (want {expected} >= 95)")
