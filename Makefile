@@ -36,13 +36,17 @@ browser:
 		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } || \
 		echo "could not install chromium: the browser test will say so"
 
+# The suite runs in pytest-xdist workers, one per core (at most 8: each holds torch in memory),
+# each on one thread (tests/conftest.py), so the workers do not oversubscribe the cores.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 8 ] && n=8; echo $$n)
+
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 	$(BIN)/ruff check src tests benchmarks
 
-# The full 100-trial calibration of the domain verdict (about 80 s); `make test` runs a quick one.
+# Every test marked `calibration` (the full multi-trial calibrations; `make test` runs quick ones).
 calibration: $(STAMP)
-	$(BIN)/python -m pytest -q -m calibration tests/test_measure_domain.py
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m calibration
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

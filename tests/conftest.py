@@ -13,7 +13,12 @@ import pytest
 import torch
 import yaml
 
-torch.set_num_threads(2)
+#: Torch threads per test process: one in each pytest-xdist worker (``make test`` starts one
+#: worker per core, so more would oversubscribe the cores), two in a serial run. Runs without
+#: ``hardware.threads`` and the CLI's subprocesses follow it through ``OMP_NUM_THREADS``.
+TEST_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+os.environ["OMP_NUM_THREADS"] = str(TEST_THREADS)
+torch.set_num_threads(TEST_THREADS)
 
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "", None}
@@ -118,7 +123,7 @@ def write_run(path: Path, run: dict) -> Path:
 
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = "2"
+    env["OMP_NUM_THREADS"] = str(TEST_THREADS)
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     return env

@@ -412,7 +412,8 @@ class Hardware:
             ``"bf16-true"``; training and evaluation alike (see
             :mod:`tlroutes.train.precision`: what each device runs, what is refused).
         threads: CPU threads per process; None (default) divides the machine's cores among the
-            processes on it, so that two processes on two cores do not oversubscribe them.
+            processes on it, so that two processes on two cores do not oversubscribe them, at
+            most ``OMP_NUM_THREADS`` where that is set.
         workers: data-loading worker processes per training process, for lazily read data;
             None (default) is ``min(4, cores - 1)`` (see :mod:`tlroutes.train.loading`).
         eval_batch_size: samples per evaluation forward pass; None (default) sizes it to
@@ -453,7 +454,7 @@ class HardwareSpec(_Spec):
     )
     threads: int | None = Field(
         None, ge=1, description="CPU threads per process, at most the machine's cores. "
-        "Default: cores ÷ processes.",
+        "Default: cores ÷ processes, at most OMP_NUM_THREADS where that is set.",
     )
     workers: int | None = Field(
         None, ge=0, le=MAX_WORKERS, description="Data-loading worker processes (per training "

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from tlroutes.config import Hardware
+from tlroutes.config import Hardware, machine_cores
 from tlroutes.train.precision import check_precision, fabric_precision
 
 if TYPE_CHECKING:
@@ -32,8 +32,7 @@ def make_fabric(hw: Hardware) -> Fabric:
     device_type = accelerator_type(hw.accelerator)
     check_precision(hw.precision, device_type)
     precision = fabric_precision(hw.precision, device_type)
-    threads = hw.threads or max(1, (os.cpu_count() or 1) // max(1, hw.devices))
-    torch.set_num_threads(threads)
+    torch.set_num_threads(hw.threads or default_threads(hw.devices))
     strategy = "ddp" if hw.distributed else "auto"
     if hw.distributed:
         from lightning_fabric.strategies import DDPStrategy
@@ -52,6 +51,20 @@ def make_fabric(hw: Hardware) -> Fabric:
     )
     fabric.launch()
     return fabric
+
+
+def default_threads(processes: int = 1) -> int:
+    """CPU threads per process when the run file names none: this process's cores divided among
+    ``processes`` (default 1), at most ``OMP_NUM_THREADS`` where that is set to a positive count.
+
+    The cap follows Lightning's rule that an explicit ``OMP_NUM_THREADS`` wins, so that several
+    runs started side by side (test workers, a scheduler's jobs) do not each take every core.
+    """
+    threads = max(1, machine_cores() // max(1, processes))
+    cap = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if cap.isdigit() and int(cap) > 0:
+        threads = min(threads, int(cap))
+    return threads
 
 
 def accelerator_type(accelerator: str) -> str:
