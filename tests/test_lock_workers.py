@@ -1,6 +1,7 @@
 """Killing a run that reads lazily through forked DataLoader workers frees its folder at once:
 the workers do not keep the run lock they inherited alive."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,8 +36,10 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_a_killed_runs_workers_do_not_hold_its_lock(tmp_path):
+    # A session of its own, so the orphaned workers can be killed with it at the end (a worker
+    # whose parent died can hang on its full result queue and outlive the test).
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path)],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
         os.kill(proc.pid, signal.SIGKILL)
@@ -45,5 +48,6 @@ def test_a_killed_runs_workers_do_not_hold_its_lock(tmp_path):
         # not wait for them
         RunLock.acquire(tmp_path).release()
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # the group is gone: no worker outlived it
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
