@@ -181,7 +181,10 @@ def list_image_table(table: Path, cols: Columns | None = None) -> ImageList:
     rows = [int(i) + 2 for i in frame.index]  # line numbers: the header is line 1
     base = table.parent
     paths = [Path(p) if Path(p).is_absolute() else base / p for p in frame["path"]]
-    where = [f"{table} line {r} ({shorten(str(p))})" for r, p in zip(rows, paths, strict=True)]
+    # The cell as written (not the resolved path): a long folder would push the file name, the
+    # useful part, past the echo limit.
+    where = [f"{table} line {r} ({shorten(str(p))})"
+             for r, p in zip(rows, frame["path"], strict=True)]
     empty = [w for w, p in zip(where, frame["path"], strict=True) if not str(p).strip()]
     if empty:
         raise DataError(f"{empty[0]}: the path is empty; every row names an image file.")
