@@ -6,8 +6,12 @@ so a stale lock file never blocks a resume: only a live holder does. The holder 
 process id into the file, so the refusal names it. ``flock`` locks an open file description, so
 two opens in one process exclude each other too (a notebook cannot start two runs into one
 folder either). A process forked by the run (a DataLoader worker) inherits the open file
-description, and would keep the lock alive after the run is killed until it noticed; forked
-workers call :func:`close_inherited` first, so a kill releases the lock at once.
+description, and would keep the lock alive after the run is killed until it noticed (or for
+ever, when it hangs on a full queue); every forked child closes it at fork time
+(:func:`close_inherited`, registered with ``os.register_at_fork``), before any of its own code
+runs, so a kill releases the lock at once. (A DataLoader ``worker_init_fn`` closing it left a
+window: a worker still starting when the run was killed held the lock; seen under a loaded
+parallel test run.)
 
 On systems without ``fcntl`` (Windows) the lock is not taken: a warning-free no-op, as tlroutes'
 multi-process features are POSIX-only anyway.
@@ -45,6 +49,10 @@ def close_inherited() -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=close_inherited)
 
 
 class RunLock:

@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tlroutes.config import machine_cores, machine_memory
 from tlroutes.lazy_inputs import LazyInputs
-from tlroutes.runfolder.lock import close_inherited
 
 #: Batches each worker keeps ready ahead of the training loop (DataLoader's ``prefetch_factor``).
 PREFETCH_FACTOR = 2
@@ -146,10 +145,6 @@ class SliceBatches(Dataset):
         return self.x[i * self.batch_size:(i + 1) * self.batch_size]
 
 
-def _drop_inherited_locks(worker_id: int) -> None:
-    close_inherited()
-
-
 def loader(dataset: Dataset, *, sampler: Sampler[int] | None = None, workers: int,
            pin_memory: bool, persistent: bool) -> DataLoader:
     """A DataLoader that hands over ``dataset``'s items as they are (each item is a batch).
@@ -158,9 +153,11 @@ def loader(dataset: Dataset, *, sampler: Sampler[int] | None = None, workers: in
     the global random stream the training reads (dropout, initialisation): a run with workers
     trains exactly as one without.
     """
-    # forked workers drop the run lock they inherit, so that killing the run frees its folder
-    extra = {"prefetch_factor": PREFETCH_FACTOR, "persistent_workers": persistent,
-             "worker_init_fn": _drop_inherited_locks} if workers else {}
+    # Forked workers drop the run lock they inherit at fork time (a hook that
+    # tlroutes.runfolder.lock registers when a lock is taken), so killing the run frees its
+    # folder at once.
+    extra = {"prefetch_factor": PREFETCH_FACTOR,
+             "persistent_workers": persistent} if workers else {}
     return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, generator=torch.Generator().manual_seed(0), **extra)
 
